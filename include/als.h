@@ -1,0 +1,367 @@
+/*
+ * libals: async-local storage for C threads.
+ *
+ * Node.js's AsyncLocalStorage for C: code deep in a call tree asks "which
+ * request am I serving?" without every function passing the request down,
+ * and concurrent work never sees another's values. The whole public API is
+ * in this header; every function's contract is written beside it.
+ *
+ * Model
+ * -----
+ * Each thread has a *current context*: for every store (als_t) either a
+ * bound value or nothing. Scopes change it for the duration of a call
+ * (als_run, als_exit, als_snapshot_run, bound calls, resource scopes, pool
+ * tasks) and restore it exactly when the call returns. A snapshot is an
+ * immutable, reference-counted copy of a whole context; capturing it twice
+ * without an intervening change costs one atomic increment.
+ *
+ * Threads: all functions are thread-safe. Values are never copied: the
+ * store hands back the pointer you bound.
+ */
+#ifndef ALS_H
+#define ALS_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @defgroup version Version
+ *  @{ */
+#define ALS_VERSION_MAJOR 0
+#define ALS_VERSION_MINOR 1
+#define ALS_VERSION_PATCH 0
+/** Run-time version as "MAJOR.MINOR.PATCH". Never NULL. */
+#define ALS_VERSION_STRING "0.1.0"
+/** @} */
+
+/** Marks the exported API. Everything else in the library is hidden. */
+#if defined(ALS_STATIC_DEFINE)
+#define ALS_API
+#elif defined(__GNUC__)
+#define ALS_API __attribute__((visibility("default")))
+#else
+#define ALS_API
+#endif
+
+/** @defgroup errors Error codes
+ *  Functions that can fail return 0 (ALS_OK) or one of these negative codes.
+ *  @{ */
+#define ALS_OK          0
+#define ALS_EINVAL    (-1)   /**< bad argument */
+#define ALS_ENOMEM    (-2)   /**< allocation failed; nothing changed */
+#define ALS_EFULL     (-3)   /**< queue full (pool, reject policy) */
+#define ALS_ESHUTDOWN (-4)   /**< pool shut down */
+#define ALS_EDEADLK   (-5)   /**< the call would deadlock */
+#define ALS_ETIMEDOUT (-6)   /**< the wait timed out */
+#define ALS_ECANCELED (-7)   /**< the work was cancelled */
+
+/** A static English text for @p err; each ALS_E* code has its own, unknown
+ *  codes get "unknown error". Never NULL. */
+ALS_API const char *als_strerror(int err);
+
+/** The library's version as "MAJOR.MINOR.PATCH" (what the library was built
+ *  as; compare with ALS_VERSION_STRING for the headers you compiled with). */
+ALS_API const char *als_version(void);
+/** @} */
+
+/** A function run inside a context: receives @p arg, returns a result. */
+typedef void *(*als_fn)(void *arg);
+
+/** @defgroup store Stores
+ *  @{ */
+
+/** One store: Node's AsyncLocalStorage instance. */
+typedef struct als als_t;
+
+/** Options for als_new(). Zero-initialise and set what you need. */
+typedef struct als_options {
+    const char *name;             /**< copied; NULL means "" */
+    void *default_value;          /**< what als_get returns where nothing is bound */
+    /** Optional. When set, the store owns every value bound with als_run or
+     *  als_enter_with and calls destroy(value) exactly once per binding, on
+     *  whichever thread drops the last reference, synchronously, once the
+     *  value is reachable from no scope, snapshot, bound function, resource,
+     *  queued task or thread. Never called with NULL. Binding the same pointer
+     *  twice means destroy runs twice. */
+    void (*destroy)(void *value);
+} als_options;
+
+/** Creates a store. @p opts may be NULL (name "", default NULL, no
+ *  destroy). Returns NULL only if allocation fails. */
+ALS_API als_t *als_new(const als_options *opts);
+
+/** Frees the handle at once. Contexts still holding values of this store
+ *  release them (calling destroy) when they themselves are released; nothing
+ *  is destroyed by als_free itself. Do not use @p als afterwards, and do not
+ *  free a store while another thread may still call functions on it.
+ *  NULL is a no-op. */
+ALS_API void als_free(als_t *als);
+
+/** The store's name ("" if none was given); NULL for a NULL store. */
+ALS_API const char *als_name(const als_t *als);
+
+/** getStore(): the value bound to @p als in the calling thread's current
+ *  context, or the store's default_value where none is bound or the store
+ *  was disabled since. NULL for a NULL store. Never allocates or locks;
+ *  its cost does not depend on nesting depth or on the number of stores. */
+ALS_API void *als_get(const als_t *als);
+
+/** Binds @p value to @p als for exactly the duration of fn(arg) and returns
+ *  fn's result. When it returns, the thread's context is exactly what it was
+ *  before, whatever fn did (nested runs, als_enter_with, als_exit). NULL is
+ *  a value like any other. With a NULL store or fn: calls nothing, binds
+ *  nothing and returns NULL. Allocates nothing unless something captures
+ *  the context inside fn, and binds even then (a failing capture reports
+ *  its own error). The one exception: a store created while more than 16
+ *  stores are live needs the calling thread's slot table grown once; if
+ *  that allocation fails, als_run calls nothing and returns NULL (and a
+ *  destroy-owning store destroys @p value, which it was handed). */
+ALS_API void *als_run(als_t *als, void *value, als_fn fn, void *arg);
+
+/** Runs fn(arg) with @p als unbound (als_get gives the default); other
+ *  stores keep their values. Same NULL rules as als_run. */
+ALS_API void *als_exit(als_t *als, als_fn fn, void *arg);
+
+/** Binds @p value for the rest of the current scope: until the innermost
+ *  enclosing als_run, als_exit, als_snapshot_run, bound call, resource scope
+ *  or pool task returns; at a thread's top level until the thread exits or
+ *  another als_enter_with of the same store replaces it (the replaced value
+ *  is released then). Returns 0, ALS_EINVAL for a NULL store, or ALS_ENOMEM
+ *  (nothing changed; a destroy-owning store destroys @p value). */
+ALS_API int als_enter_with(als_t *als, void *value);
+
+/** From now on als_get(als) returns the default in every context on every
+ *  thread, including contexts captured before, until a later als_run or
+ *  als_enter_with binds again (in its own scope only). Destroys nothing by
+ *  itself: values go when the last holder lets go, and captures made after
+ *  this call no longer hold them. NULL is a no-op. */
+ALS_API void als_disable(als_t *als);
+/** @} */
+
+/** @defgroup snapshot Snapshots
+ *  @{ */
+
+/** An immutable, reference-counted capture of a thread's whole context. */
+typedef struct als_snapshot als_snapshot_t;
+
+/** Captures the calling thread's whole context (every store). O(1) with no
+ *  allocation when the context was captured before and has not changed
+ *  since. Returns NULL only if allocation fails. Release with
+ *  als_snapshot_release(). */
+ALS_API als_snapshot_t *als_snapshot(void);
+
+/** Takes one more reference; returns @p snap (NULL stays NULL). */
+ALS_API als_snapshot_t *als_snapshot_retain(als_snapshot_t *snap);
+
+/** Drops one reference, from any thread; the last one releases the values
+ *  (which may call destroy on this thread). NULL is a no-op. */
+ALS_API void als_snapshot_release(als_snapshot_t *snap);
+
+/** Runs fn(arg) inside @p snap, on any thread, then restores the caller's
+ *  context exactly and returns fn's result. Entering and leaving allocate
+ *  nothing. NULL snapshot or fn: calls nothing, returns NULL. */
+ALS_API void *als_snapshot_run(als_snapshot_t *snap, als_fn fn, void *arg);
+
+/** Storage for an explicit scope (als_scope_enter/als_scope_leave), for
+ *  callers such as event loops that cannot wrap their work in a function
+ *  call. Opaque; lives on the caller's stack. */
+typedef struct als_scope {
+    void *opaque_[12];
+} als_scope_t;
+
+/** Enters @p snap on the calling thread until als_scope_leave(@p scope).
+ *  Scopes are strictly last-in-first-out per thread. The scope holds its own
+ *  reference to @p snap. Returns 0 or ALS_EINVAL (NULL argument). */
+ALS_API int als_scope_enter(als_scope_t *scope, als_snapshot_t *snap);
+
+/** Leaves @p scope and restores the context current at its als_scope_enter.
+ *  Returns 0, or ALS_EINVAL if @p scope is NULL, is not the calling thread's
+ *  innermost open scope (a last-in-first-out violation: nothing changes,
+ *  and a debug build says so on stderr) or was already left. */
+ALS_API int als_scope_leave(als_scope_t *scope);
+/** @} */
+
+/** @defgroup bind Bound functions
+ *  @{ */
+
+/** AsyncLocalStorage.bind(fn): a function bound to the context of now. */
+typedef struct als_bound als_bound_t;
+
+/** Captures the context now. NULL if fn is NULL or allocation fails. */
+ALS_API als_bound_t *als_bind(als_fn fn);
+
+/** Runs fn(arg) inside the captured context (and, for a resource-bound
+ *  function, inside the resource's async ids); returns fn's result. Any
+ *  thread, any number of times, concurrently. NULL @p bound gives NULL. */
+ALS_API void *als_bound_call(const als_bound_t *bound, void *arg);
+
+/** Frees a bound function and releases its context. NULL is a no-op. */
+ALS_API void als_bound_free(als_bound_t *bound);
+/** @} */
+
+/** @defgroup resource Async resources and async ids
+ *  @{ */
+
+/** AsyncResource: a captured context plus an identity for causal tracing. */
+typedef struct als_resource als_resource_t;
+
+/** Captures the context now. The resource gets a fresh, process-unique,
+ *  increasing async id (> 1); its trigger id is the execution async id
+ *  current at creation. @p type is copied; NULL means "". NULL only if
+ *  allocation fails. */
+ALS_API als_resource_t *als_resource_new(const char *type);
+
+/** Frees the resource and releases its context. NULL is a no-op. */
+ALS_API void als_resource_free(als_resource_t *res);
+
+/** The type given at creation; NULL for NULL. */
+ALS_API const char *als_resource_type(const als_resource_t *res);
+
+/** The resource's async id; 0 for NULL. */
+ALS_API uint64_t als_resource_async_id(const als_resource_t *res);
+
+/** The execution async id current when the resource was created; 0 for NULL. */
+ALS_API uint64_t als_resource_trigger_async_id(const als_resource_t *res);
+
+/** Runs fn(arg) inside the resource's context with
+ *  als_execution_async_id() == its async id and als_trigger_async_id() ==
+ *  its trigger id; restores everything after. NULL resource or fn: calls
+ *  nothing, returns NULL. */
+ALS_API void *als_resource_run_in_scope(als_resource_t *res, als_fn fn, void *arg);
+
+/** A bound function whose calls run in the resource's scope (context and
+ *  ids). Independent of @p res afterwards. NULL for NULL arguments or if
+ *  allocation fails. */
+ALS_API als_bound_t *als_resource_bind(als_resource_t *res, als_fn fn);
+
+/** The async id of the execution scope the caller runs in: 1 at a thread's
+ *  top level; a fresh id inside resources, pool tasks and threads made with
+ *  als_thread_create. */
+ALS_API uint64_t als_execution_async_id(void);
+
+/** The async id of whoever caused the current execution scope: 0 at a
+ *  thread's top level. */
+ALS_API uint64_t als_trigger_async_id(void);
+/** @} */
+
+/** @defgroup thread Threads
+ *  @{ */
+
+/** pthread_create whose new thread starts inside a snapshot of the
+ *  creator's context (an inheritable thread-local), with a fresh execution
+ *  async id whose trigger id is the creator's execution id. Values the
+ *  thread binds end with the thread. Returns 0, ALS_EINVAL (NULL thread or
+ *  fn) or ALS_ENOMEM (memory or threads exhausted). */
+ALS_API int als_thread_create(pthread_t *thread, const pthread_attr_t *attr,
+                              als_fn fn, void *arg);
+/** @} */
+
+/** @defgroup pool Worker pool
+ *  Tasks submitted to a pool carry a snapshot of the submitter's context:
+ *  the worker enters it, runs the task, then restores its own context and
+ *  releases the snapshot (so destroy callbacks may run on worker threads).
+ *  Each task runs with a fresh execution async id whose trigger id is the
+ *  submitter's execution id.
+ *  @{ */
+
+/** A pool task. A non-zero return means the task failed. */
+typedef int (*als_task_fn)(void *arg);
+
+/** What als_submit does when the queue is full. */
+enum als_full_policy {
+    /** Wait for room. A submit from one of the pool's own workers into its
+     *  full pool runs the task inline instead (in the submitter's context
+     *  snapshot, as a task of its own), so nested fan-out never deadlocks. */
+    ALS_FULL_BLOCK = 0,
+    ALS_FULL_REJECT = 1  /**< return ALS_EFULL at once */
+};
+/** Task flag: run in an empty context instead of capturing one. */
+#define ALS_TASK_DETACHED 1u
+/** als_pool_shutdown: run everything queued (and what it submits), then stop. */
+#define ALS_SHUTDOWN_DRAIN  0
+/** als_pool_shutdown: run `cancel` for every task not yet started. */
+#define ALS_SHUTDOWN_CANCEL 1
+
+typedef struct als_pool als_pool_t;
+
+/** Options for als_pool_new(). Zero-initialise and set what you need. */
+typedef struct als_pool_options {
+    unsigned threads;          /**< 0: the CPUs this process may run on */
+    unsigned queue_capacity;   /**< 0: 4096; rounded up to a power of two */
+    enum als_full_policy on_full; /**< BLOCK (default) or REJECT */
+    const char *name;          /**< workers are named "<name>-<n>"; NULL: "als" */
+    /** Optional: called on the worker when a task returns non-zero, inside
+     *  the context the task was submitted with (what the task bound itself
+     *  has already ended). */
+    void (*on_error)(int task_result, void *arg, void *user);
+    void *user;                /**< passed to on_error */
+} als_pool_options;
+
+/** A task with all its options. */
+typedef struct als_task {
+    als_task_fn fn;            /**< required */
+    void *arg;
+    /** Optional: runs instead of fn, inside the task's context, when a
+     *  cancelling shutdown drops the task before it started. */
+    void (*cancel)(void *arg);
+    unsigned flags;            /**< 0 or ALS_TASK_DETACHED */
+} als_task;
+
+/** Counters. queued and running are exact whenever the pool is quiescent. */
+typedef struct als_pool_stats {
+    uint64_t submitted;        /**< accepted tasks */
+    uint64_t completed;        /**< fn returned 0 */
+    uint64_t failed;           /**< fn returned non-zero */
+    uint64_t rejected;         /**< ALS_EFULL answers */
+    uint64_t cancelled;        /**< cancelled by shutdown (cancel ran, if set) */
+    uint64_t queued;           /**< accepted, not started */
+    uint64_t running;          /**< started, not finished */
+    unsigned threads;          /**< worker threads */
+} als_pool_stats;
+
+/** Starts a pool. @p opts may be NULL (all defaults). NULL on failure
+ *  (memory, threads, or queue_capacity above 2^30). */
+ALS_API als_pool_t *als_pool_new(const als_pool_options *opts);
+
+/** Submits fn(arg) with the caller's context. Returns 0, ALS_EINVAL (NULL
+ *  pool or fn), ALS_ESHUTDOWN, ALS_EFULL (REJECT policy) or ALS_ENOMEM
+ *  (capture failed). Nothing accepted is ever lost. */
+ALS_API int als_submit(als_pool_t *pool, als_task_fn fn, void *arg);
+
+/** als_submit with a cancel callback and flags. NULL task: ALS_EINVAL. */
+ALS_API int als_submit_task(als_pool_t *pool, const als_task *task);
+
+/** Waits until every task submitted before the call, and everything those
+ *  tasks submit, has finished. Returns 0, ALS_EINVAL (NULL), or
+ *  ALS_EDEADLK when called from one of the pool's own workers. */
+ALS_API int als_pool_drain(als_pool_t *pool);
+
+/** Stops the pool: @p how is ALS_SHUTDOWN_DRAIN or ALS_SHUTDOWN_CANCEL and
+ *  the call returns when the workers have finished. While a DRAIN is in
+ *  progress, submits from the pool's own running tasks are accepted and
+ *  run; every other submit gives ALS_ESHUTDOWN. Idempotent: a later call
+ *  waits for the same end and returns 0, except that CANCEL during a DRAIN
+ *  cancels what is still queued. Returns 0, ALS_EINVAL (NULL pool, unknown
+ *  @p how) or ALS_EDEADLK (from the pool's own worker). */
+ALS_API int als_pool_shutdown(als_pool_t *pool, int how);
+
+/** Frees the pool, doing a DRAIN shutdown first if none was done. Called
+ *  from one of the pool's own workers it refuses: it does nothing (the pool
+ *  stays usable) and, in a debug build, says so on stderr. NULL: no-op. */
+ALS_API void als_pool_free(als_pool_t *pool);
+
+/** Copies the counters into @p out. 0 or ALS_EINVAL. */
+ALS_API int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out);
+
+/** The pool whose worker runs the caller, else NULL. */
+ALS_API als_pool_t *als_pool_current(void);
+/** @} */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ALS_H */

@@ -1,0 +1,68 @@
+/* Allocation. Every allocation in libals goes through here so that test
+ * builds (ALS_FAULT_INJECTION) can fail the n-th one and prove that each
+ * failure surfaces as ALS_ENOMEM or NULL, with nothing leaked or lost. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef ALS_FAULT_INJECTION
+static _Atomic long fail_countdown;   /* 0: off; 1: the next one fails */
+static _Atomic long attempts;
+static _Atomic bool fail_sticky;
+
+long als__test_fail_alloc(long n, bool sticky)
+{
+    atomic_store_explicit(&fail_sticky, sticky, memory_order_relaxed);
+    atomic_store_explicit(&fail_countdown, n, memory_order_relaxed);
+    return atomic_exchange_explicit(&attempts, 0, memory_order_relaxed);
+}
+
+static bool injected_failure(void)
+{
+    atomic_fetch_add_explicit(&attempts, 1, memory_order_relaxed);
+    long c = atomic_load_explicit(&fail_countdown, memory_order_relaxed);
+    while (c > 0) {
+        long next = c - 1;
+        if (next == 0 && atomic_load_explicit(&fail_sticky, memory_order_relaxed))
+            next = 1; /* keep failing */
+        if (atomic_compare_exchange_weak_explicit(&fail_countdown, &c, next,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return c == 1;
+    }
+    return false;
+}
+#define FAIL() injected_failure()
+#else
+#define FAIL() false
+#endif
+
+void *als__malloc(size_t size)
+{
+    return FAIL() ? NULL : malloc(size);
+}
+
+void *als__calloc(size_t n, size_t size)
+{
+    return FAIL() ? NULL : calloc(n, size);
+}
+
+void *als__realloc(void *p, size_t size)
+{
+    return FAIL() ? NULL : realloc(p, size);
+}
+
+char *als__strdup(const char *s)
+{
+    size_t len = strlen(s) + 1;
+    char *d = als__malloc(len);
+    if (d)
+        memcpy(d, s, len);
+    return d;
+}
+
+void als__free(void *p)
+{
+    free(p);
+}

@@ -1,0 +1,409 @@
+/* The per-thread current context: reading it (als_get), scopes that change
+ * it and restore it exactly (als_run, als_exit, and the frame-entering
+ * scopes of snapshot.c), and als_enter_with. See internal.h for the model.
+ *
+ * Nothing here is shared between threads except heap bindings and frames,
+ * which are immutable once published and reference counted; so everything
+ * in this file is plain thread-local code without atomics, apart from the
+ * epoch loads and reference counts. */
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+_Thread_local struct als__tls als__tls __attribute__((tls_model("initial-exec")));
+#define T als__tls
+
+void *als_get(const als_t *als)
+{
+    if (ALS__UNLIKELY(!als))
+        return NULL;
+    uint32_t i = als->index;
+    if (ALS__LIKELY(i < T.n)) {
+        const struct als__binding *b = T.slots[i];
+        /* Relaxed: a disable ordered before us by other synchronisation is
+         * seen through coherence; a concurrent one may go either way. */
+        if (b && b->epoch == atomic_load_explicit(als->epoch, memory_order_relaxed))
+            return b->value;
+    }
+    return als->default_value;
+}
+
+/* ---- private tables --------------------------------------------------- */
+
+/* Capacity for a new private table: room for every store that exists, so
+ * that a thread rarely grows a table again. */
+static uint32_t table_cap(uint32_t need)
+{
+    uint32_t c = als__slot_count();
+    if (c < need)
+        c = need;
+    return (c + 15u) & ~15u;
+}
+
+static struct als__table *table_get(uint32_t cap)
+{
+    for (struct als__table **pp = &T.spare; *pp; pp = &(*pp)->next) {
+        struct als__table *t = *pp;
+        if (t->cap >= cap) {
+            *pp = t->next;
+            return t;
+        }
+    }
+    struct als__table *t = als__malloc(sizeof *t + (size_t)cap * sizeof t->slots[0]);
+    if (!t)
+        return NULL;
+    t->cap = cap;
+    als__thread_hook(); /* spare tables are freed when the thread exits */
+    return t;
+}
+
+static void table_put(struct als__table *t)
+{
+    t->next = T.spare;
+    T.spare = t;
+}
+
+/* Copy-on-write: the current table is an entered frame's; make it private
+ * with room for slot i. */
+static int table_copy(uint32_t i)
+{
+    const struct als_snapshot *f = T.entered;
+    uint32_t need = f->n > i ? f->n : i + 1;
+    struct als__table *t = table_get(table_cap(need));
+    if (!t)
+        return ALS_ENOMEM;
+    memcpy(t->slots, f->slots, f->n * sizeof t->slots[0]);
+    memset(t->slots + f->n, 0, (t->cap - f->n) * sizeof t->slots[0]);
+    T.slots = t->slots;
+    T.n = t->cap;
+    T.shared = false;
+    T.table = t;
+    return 0;
+}
+
+/* The current private table is too small for slot i. */
+static int table_grow(uint32_t i)
+{
+    if (!T.table && !T.slots) { /* first write on this thread */
+        T.slots = T.base;
+        T.n = ALS__BASE_SLOTS;
+        if (i < T.n)
+            return 0;
+    }
+    uint32_t cap = table_cap(i + 1);
+    bool base = !T.table;
+    struct als__table *old = base ? T.base_heap : T.table;
+    struct als__table *t = als__realloc(old, sizeof *t + (size_t)cap * sizeof t->slots[0]);
+    if (!t)
+        return ALS_ENOMEM;
+    if (base && !old) /* leaving the inline base table */
+        memcpy(t->slots, T.base, sizeof T.base);
+    memset(t->slots + T.n, 0, (cap - T.n) * sizeof t->slots[0]);
+    t->cap = cap;
+    T.slots = t->slots;
+    T.n = cap;
+    if (base) {
+        T.base_heap = t;
+        als__thread_hook();
+    } else {
+        T.table = t;
+    }
+    return 0;
+}
+
+/* Makes slot i of the current table writable. 0 or ALS_ENOMEM. */
+static int slot_writable(uint32_t i)
+{
+    if (ALS__UNLIKELY(T.shared))
+        return table_copy(i);
+    if (ALS__UNLIKELY(i >= T.n))
+        return table_grow(i);
+    return 0;
+}
+
+/* ---- scopes ----------------------------------------------------------- */
+
+void als__scope_open(struct als__scope *s)
+{
+    s->outer = T.scope;
+    s->undo = T.undo;
+    s->cache = T.cache; /* the scope keeps the outer cache for its close */
+    T.cache = NULL;
+    s->switched = false;
+    s->ids = false;
+    s->owns_frame = false;
+    s->depth = ++T.depth;
+    T.scope = s;
+}
+
+void als__scope_open_frame(struct als__scope *s, struct als_snapshot *f,
+                           bool ids, uint64_t exec_id, uint64_t trigger_id)
+{
+    als__scope_open(s);
+    s->switched = true;
+    s->slots = T.slots;
+    s->n = T.n;
+    s->shared = T.shared;
+    s->entered = T.entered;
+    s->table = T.table;
+    T.slots = f->slots;
+    T.n = f->n;
+    T.shared = true;
+    T.entered = f;
+    T.table = NULL;
+    if (ids) {
+        s->ids = true;
+        s->exec_id = T.exec_id;
+        s->trigger_id = T.trigger_id;
+        T.exec_id = exec_id;
+        T.trigger_id = trigger_id;
+    }
+}
+
+static void report(const char *what)
+{
+#ifndef NDEBUG
+    fprintf(stderr, "libals: scope violation: %s\n", what);
+#else
+    (void)what;
+#endif
+}
+
+/* Restores what `s` saved. Releases happen last, once the thread's state is
+ * consistent again, because they may run destroy callbacks that use libals. */
+static void scope_restore(struct als__scope *s)
+{
+    struct als__undo *head = T.undo, *stop = s->undo;
+    if (!s->switched) /* a switched scope's table is discarded whole */
+        for (struct als__undo *u = head; u != stop; u = u->next)
+            T.slots[u->index] = u->prev;
+    T.undo = stop;
+
+    struct als_snapshot *cache = T.cache;
+    T.cache = s->cache;
+    struct als__table *copy = NULL;
+    struct als_snapshot *owned = NULL;
+    if (s->switched) {
+        if (!T.shared && T.table)
+            copy = T.table;
+        if (s->owns_frame)
+            owned = T.entered;
+        T.slots = s->slots;
+        T.n = s->n;
+        T.shared = s->shared;
+        T.entered = s->entered;
+        T.table = s->table;
+    }
+    if (s->ids) {
+        T.exec_id = s->exec_id;
+        T.trigger_id = s->trigger_id;
+    }
+    T.scope = s->outer;
+    T.depth = s->depth - 1;
+    s->depth = 0;
+
+    if (copy)
+        table_put(copy);
+    if (cache)
+        als__frame_release(cache);
+    if (owned)
+        als__frame_release(owned);
+    for (struct als__undo *u = head, *next; u != stop; u = next) {
+        next = u->next; /* u lives inside u->owned, which may be freed now */
+        if (u->owned)
+            als__binding_release(u->owned);
+    }
+}
+
+int als__scope_close(struct als__scope *s)
+{
+    if (ALS__UNLIKELY(s->depth == 0 || T.scope != s)) {
+        report(s->depth == 0 ? "als_scope_leave: scope already left"
+                             : "als_scope_leave: not the innermost scope "
+                               "(scopes are last-in-first-out per thread)");
+        return ALS_EINVAL;
+    }
+    scope_restore(s);
+    return 0;
+}
+
+void als__scope_end(struct als__scope *s)
+{
+    if (ALS__UNLIKELY(T.scope != s))
+        /* An inner als_scope_enter was never left. The caller's scope is
+         * intact (it is ours), so restore from it: the context is exact,
+         * only the abandoned scope's holds leak. */
+        report("an als_scope_enter inside this scope was never left");
+    scope_restore(s);
+}
+
+/* ---- run, exit, enter_with ------------------------------------------- */
+
+void *als_run(als_t *als, void *value, als_fn fn, void *arg)
+{
+    if (!als || !fn)
+        return NULL;
+    uint32_t i = als->index;
+    if (ALS__UNLIKELY(slot_writable(i))) {
+        if (als->destroy && value)
+            als->destroy(value);
+        return NULL;
+    }
+    struct als__scope s;
+    als__scope_open(&s);
+    struct als__binding b = {
+        .index = i,
+        .epoch = atomic_load_explicit(als->epoch, memory_order_relaxed),
+        .value = value,
+        .destroy = als->destroy,
+        .kind = ALS__STACK,
+    };
+    struct als__undo u = {
+        .next = T.undo, .prev = T.slots[i], .index = i, .depth = T.depth,
+    };
+    T.slots[i] = &b;
+    T.undo = &u;
+
+    void *result = fn(arg);
+
+    als__scope_end(&s);
+    if (b.heap) /* captured: the heap copy decides when value dies */
+        als__binding_release(b.heap);
+    else if (b.destroy && b.value)
+        b.destroy(b.value);
+    return result;
+}
+
+void *als_exit(als_t *als, als_fn fn, void *arg)
+{
+    if (!als || !fn)
+        return NULL;
+    uint32_t i = als->index;
+    bool bound = i < T.n && T.slots[i];
+    if (bound && ALS__UNLIKELY(slot_writable(i)))
+        return NULL;
+    struct als__scope s;
+    als__scope_open(&s);
+    struct als__undo u;
+    if (bound) {
+        u = (struct als__undo){
+            .next = T.undo, .prev = T.slots[i], .index = i, .depth = T.depth,
+        };
+        T.slots[i] = NULL;
+        T.undo = &u;
+    }
+    void *result = fn(arg);
+    als__scope_end(&s);
+    return result;
+}
+
+/* The undo record of the current scope that `b` (an enter_with binding in
+ * the current table) was written with, as the link that points to it; NULL
+ * if b was bound in another scope (or arrived through a frame). */
+static struct als__undo **scope_record(struct als__binding *b)
+{
+    struct als__undo *mine = &((struct als__entry *)b)->u;
+    struct als__undo *stop = T.scope ? T.scope->undo : NULL;
+    for (struct als__undo **pp = &T.undo; *pp != stop; pp = &(*pp)->next)
+        if (*pp == mine)
+            return pp;
+    return NULL;
+}
+
+int als_enter_with(als_t *als, void *value)
+{
+    if (!als)
+        return ALS_EINVAL;
+    uint32_t i = als->index;
+    struct als__entry *e = als__malloc(sizeof *e);
+    if (!e || slot_writable(i)) {
+        als__free(e);
+        if (als->destroy && value)
+            als->destroy(value);
+        return ALS_ENOMEM;
+    }
+    if (T.depth == 0)
+        als__thread_hook(); /* top-level values end with the thread */
+    e->b = (struct als__binding){
+        .refs = 1, /* held by the undo record until its scope ends */
+        .index = i,
+        .epoch = atomic_load_explicit(als->epoch, memory_order_relaxed),
+        .value = value,
+        .destroy = als->destroy,
+        .kind = ALS__ENTRY,
+    };
+    struct als__binding *cur = T.slots[i], *replaced = NULL;
+    struct als__undo **link = cur && cur->kind == ALS__ENTRY ? scope_record(cur) : NULL;
+    if (link) {
+        /* A second enter_with in the same scope replaces the first, so a
+         * loop of enter_with at a thread's top level holds one value. */
+        e->u = **link;
+        *link = &e->u;
+        replaced = cur;
+    } else {
+        e->u = (struct als__undo){
+            .next = T.undo, .prev = cur, .index = i, .depth = T.depth,
+        };
+        T.undo = &e->u;
+    }
+    e->u.owned = &e->b;
+    T.slots[i] = &e->b;
+
+    struct als_snapshot *cache = T.cache;
+    T.cache = NULL;
+    if (cache)
+        als__frame_release(cache);
+    if (replaced)
+        als__binding_release(replaced);
+    return 0;
+}
+
+/* ---- thread exit ------------------------------------------------------ */
+
+static pthread_key_t exit_key;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+
+/* Runs when a thread that holds context state exits: releases top-level
+ * enter_with values, the cached frame and the thread's tables. Scopes
+ * abandoned by pthread_exit are not unwound (their records were on the
+ * stack); their holds leak, as documented. */
+static void thread_exit(void *unused)
+{
+    (void)unused;
+    struct als__undo *head = T.undo;
+    struct als_snapshot *cache = T.cache;
+    struct als__table *spare = T.spare, *base_heap = T.base_heap;
+    struct als__table *copy = !T.shared ? T.table : NULL;
+    memset(&T, 0, sizeof T); /* a clean top level, exit_hook cleared */
+
+    if (cache)
+        als__frame_release(cache);
+    for (struct als__undo *u = head, *next; u; u = next) {
+        next = u->next;
+        if (u->owned)
+            als__binding_release(u->owned);
+    }
+    for (struct als__table *t = spare, *next; t; t = next) {
+        next = t->next;
+        als__free(t);
+    }
+    als__free(copy);
+    als__free(base_heap);
+}
+
+static void exit_key_create(void)
+{
+    (void)pthread_key_create(&exit_key, thread_exit);
+}
+
+void als__thread_hook(void)
+{
+    if (ALS__LIKELY(T.exit_hook))
+        return;
+    pthread_once(&exit_once, exit_key_create);
+    /* The value only needs to be non-NULL for the destructor to run. */
+    if (pthread_setspecific(exit_key, &T) == 0)
+        T.exit_hook = true;
+}

@@ -1,0 +1,206 @@
+/*
+ * libals internals: shared by the files under lib/ only. Every non-static
+ * symbol here is hidden (the objects are built with hidden visibility).
+ *
+ * Architecture
+ * ------------
+ * store.c     stores (als_t), their slot indices and liveness epochs
+ * context.c   the per-thread current context, scopes, run/exit/enter_with
+ * snapshot.c  frames (immutable captured contexts), snapshot_run, bind
+ * resource.c  AsyncResource and async ids
+ * thread.c    als_thread_create
+ * queue.c     the Concurrency Kit ring, the only file that includes ck
+ * pool.c      the worker pool
+ * alloc.c     allocation (with a fault-injection hook in test builds)
+ * error.c     error texts and version
+ *
+ * The current context of a thread is a table of binding pointers indexed by
+ * store slot (als__tls.slots). Either the table is private to the thread and
+ * mutable, or it is the table of an entered frame (shared, read only): the
+ * first write after entering a frame copies it (copy-on-write) into a
+ * recycled private table. Scopes end by unwinding an undo log of slot
+ * writes, so they restore the exact previous context whatever happened
+ * inside. als_run keeps its binding and undo record on its own stack; only
+ * a capture moves ("promotes") a stack binding to the heap.
+ */
+#ifndef ALS_INTERNAL_H
+#define ALS_INTERNAL_H
+
+#include "als.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define ALS__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define ALS__TSAN 1
+#endif
+#endif
+
+#define ALS__LIKELY(x) __builtin_expect(!!(x), 1)
+#define ALS__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define ALS__CACHELINE 64
+
+/* ---- alloc.c ---------------------------------------------------------- */
+void *als__malloc(size_t size);
+void *als__calloc(size_t n, size_t size);
+void *als__realloc(void *p, size_t size);
+char *als__strdup(const char *s);
+void als__free(void *p);
+#ifdef ALS_FAULT_INJECTION
+/* Test builds only: the n-th allocation from now fails (n >= 1), and so do
+ * the later ones while `sticky`; n = 0 turns injection off. Returns how
+ * many allocations were attempted since the previous call. */
+long als__test_fail_alloc(long n, bool sticky);
+#endif
+
+/* ---- store.c ---------------------------------------------------------- */
+struct als {
+    _Atomic uint64_t *epoch;      /* this store's cell; changes on disable */
+    uint32_t index;               /* slot in every context table */
+    void *default_value;
+    void (*destroy)(void *value);
+    char name[];
+};
+
+/* A globally unique, never reused epoch (never 0). */
+uint64_t als__epoch_next(void);
+/* Whether a binding made at `epoch` for slot `index` is still live: the
+ * store exists and was not disabled since. Any thread, no lock. */
+bool als__epoch_live(uint32_t index, uint64_t epoch);
+/* Highest slot index ever handed out + 1 (a sizing hint, relaxed). */
+uint32_t als__slot_count(void);
+
+/* ---- bindings and frames ---------------------------------------------- */
+enum als__binding_kind {
+    ALS__STACK = 0,               /* als_run's, on its stack frame */
+    ALS__HEAP = 1,                /* a promoted copy of a stack binding */
+    ALS__ENTRY = 2,               /* als_enter_with's: struct als__entry */
+};
+
+/* One value bound to one store. Heap bindings are reference counted and
+ * immutable once published; frames hold references to them. */
+struct als__binding {
+    _Atomic uint32_t refs;        /* heap kinds only */
+    uint32_t index;
+    uint64_t epoch;
+    void *value;
+    void (*destroy)(void *value);
+    struct als__binding *heap;    /* stack kind: its promoted copy, or NULL */
+    uint8_t kind;
+};
+
+/* One slot write, undone when the scope that made it ends. */
+struct als__undo {
+    struct als__undo *next;       /* the older write */
+    struct als__binding *prev;    /* what the slot held before */
+    uint32_t index;
+    uint32_t depth;               /* scope depth of the write */
+    struct als__binding *owned;   /* released after the undo (enter_with) */
+};
+
+/* als_enter_with's binding and undo record in one allocation. The record
+ * dies with its scope; the allocation lives while the binding is held. */
+struct als__entry {
+    struct als__binding b;        /* first: freed through the binding */
+    struct als__undo u;
+};
+
+/* A captured context: immutable after creation. */
+struct als_snapshot {
+    _Atomic uint32_t refs;
+    uint32_t n;                   /* slots[0..n) */
+    struct als__binding *slots[];
+};
+extern struct als_snapshot als__empty_frame;
+
+void als__binding_release(struct als__binding *b);
+struct als_snapshot *als__frame_retain(struct als_snapshot *f);
+void als__frame_release(struct als_snapshot *f);
+
+/* ---- per-thread context (context.c) ----------------------------------- */
+/* A recycled private table for copy-on-write after entering a frame. */
+struct als__table {
+    struct als__table *next;      /* spare list link */
+    uint32_t cap;
+    struct als__binding *slots[];
+};
+
+#define ALS__BASE_SLOTS 16
+
+struct als__scope;
+
+struct als__tls {
+    struct als__binding **slots;  /* current table */
+    uint32_t n;                   /* its length */
+    bool shared;                  /* slots belong to `entered` (read only) */
+    bool exit_hook;               /* thread-exit cleanup registered */
+    uint32_t depth;               /* open scopes */
+    struct als_snapshot *entered; /* shared: the frame whose table is current */
+    struct als__table *table;     /* private heap table in use, NULL: base */
+    struct als_snapshot *cache;   /* private: a frame equal to now, owned */
+    struct als__undo *undo;       /* newest slot write */
+    struct als__scope *scope;     /* innermost open scope */
+    uint64_t exec_id;             /* 0 means 1: top level */
+    uint64_t trigger_id;
+    struct als__table *spare;     /* recycled tables */
+    struct als__table *base_heap; /* base table, once grown past inline */
+    struct als__binding *base[ALS__BASE_SLOTS];
+};
+
+/* Initial-exec: one TLS access costs a plain load even inside libals.so
+ * (the default model would call __tls_get_addr: 2.1 ns against 0.3 ns). */
+extern _Thread_local struct als__tls als__tls
+    __attribute__((tls_model("initial-exec")));
+
+/* A scope: everything needed to restore the context exactly. On the stack
+ * of whoever opened it. `switched` scopes also replace the table. */
+struct als__scope {
+    struct als__scope *outer;
+    struct als__undo *undo;
+    struct als_snapshot *cache;
+    struct als__binding **slots;
+    struct als_snapshot *entered;
+    struct als__table *table;
+    uint64_t exec_id, trigger_id;
+    uint32_t n;
+    uint32_t depth;               /* 0 once closed */
+    bool shared;
+    bool switched;
+    bool ids;
+    bool owns_frame;              /* als_scope_enter: release `entered` */
+};
+
+/* Opens a scope that changes only bindings (run, exit). */
+void als__scope_open(struct als__scope *s);
+/* Opens a scope that enters frame `f` (borrowed: the caller keeps it alive
+ * until the scope closes); with `ids`, also sets the execution ids. */
+void als__scope_open_frame(struct als__scope *s, struct als_snapshot *f,
+                           bool ids, uint64_t exec_id, uint64_t trigger_id);
+/* Closes the innermost scope `s` (als_scope_leave). ALS_EINVAL, changing
+ * nothing, if `s` is not the innermost open scope (a LIFO violation). */
+int als__scope_close(struct als__scope *s);
+/* Ends a scope opened by a function call (run, exit, snapshot_run, ...):
+ * always restores what `s` saved, reporting (debug builds) an inner
+ * explicit scope that was never left. */
+void als__scope_end(struct als__scope *s);
+
+/* Captures the current context (one reference for the caller). NULL if
+ * allocation fails. */
+struct als_snapshot *als__capture(void);
+
+/* A bound function over `frame` (whose reference it takes). */
+als_bound_t *als__bound_new(als_fn fn, struct als_snapshot *frame, bool ids,
+                            uint64_t exec_id, uint64_t trigger_id);
+
+/* Execution ids (resource.c). */
+uint64_t als__async_id_next(void);
+
+/* Registers the thread-exit cleanup of this thread's context state. */
+void als__thread_hook(void);
+
+#endif /* ALS_INTERNAL_H */

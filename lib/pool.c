@@ -1,0 +1,1 @@
+typedef int als__pool_placeholder;

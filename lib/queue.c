@@ -1,0 +1,1 @@
+/* placeholder */ typedef int als__queue_placeholder;

@@ -1,0 +1,97 @@
+/* AsyncResource and async ids: identities for rebuilding the causal tree
+ * of work across threads (which scope caused which). */
+#include "internal.h"
+
+#include <string.h>
+
+#define T als__tls
+
+/* Ids 0 (no trigger) and 1 (a thread's top level) are reserved. */
+static _Atomic uint64_t next_async_id = 2;
+
+uint64_t als__async_id_next(void)
+{
+    /* Uniqueness and increase in modification order are all we promise:
+     * relaxed is enough. */
+    return atomic_fetch_add_explicit(&next_async_id, 1, memory_order_relaxed);
+}
+
+uint64_t als_execution_async_id(void)
+{
+    return T.exec_id ? T.exec_id : 1;
+}
+
+uint64_t als_trigger_async_id(void)
+{
+    return T.trigger_id;
+}
+
+struct als_resource {
+    struct als_snapshot *frame;
+    uint64_t async_id, trigger_id;
+    char type[];
+};
+
+als_resource_t *als_resource_new(const char *type)
+{
+    if (!type)
+        type = "";
+    size_t len = strlen(type) + 1;
+    als_resource_t *r = als__malloc(sizeof *r + len);
+    if (!r)
+        return NULL;
+    r->frame = als__capture();
+    if (!r->frame) {
+        als__free(r);
+        return NULL;
+    }
+    memcpy(r->type, type, len);
+    r->async_id = als__async_id_next();
+    r->trigger_id = als_execution_async_id();
+    return r;
+}
+
+void als_resource_free(als_resource_t *res)
+{
+    if (!res)
+        return;
+    als__frame_release(res->frame);
+    als__free(res);
+}
+
+const char *als_resource_type(const als_resource_t *res)
+{
+    return res ? res->type : NULL;
+}
+
+uint64_t als_resource_async_id(const als_resource_t *res)
+{
+    return res ? res->async_id : 0;
+}
+
+uint64_t als_resource_trigger_async_id(const als_resource_t *res)
+{
+    return res ? res->trigger_id : 0;
+}
+
+void *als_resource_run_in_scope(als_resource_t *res, als_fn fn, void *arg)
+{
+    if (!res || !fn)
+        return NULL;
+    struct als__scope s;
+    als__scope_open_frame(&s, res->frame, true, res->async_id, res->trigger_id);
+    void *result = fn(arg);
+    als__scope_end(&s);
+    return result;
+}
+
+als_bound_t *als_resource_bind(als_resource_t *res, als_fn fn)
+{
+    if (!res || !fn)
+        return NULL;
+    als_bound_t *b = als__bound_new(fn, als__frame_retain(res->frame), true,
+                                    res->async_id, res->trigger_id);
+    if (!b)
+        als__frame_release(res->frame);
+    return b;
+}

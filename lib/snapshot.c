@@ -1,0 +1,224 @@
+/* Frames: capturing the current context, sharing it between threads, and
+ * running inside it (als_snapshot_run, explicit scopes, bound functions).
+ *
+ * A frame holds one reference on each of its bindings and is never changed
+ * after capture, so any number of threads may enter it at once without
+ * synchronisation beyond the reference counts. */
+#include "internal.h"
+
+#include <assert.h>
+
+#define T als__tls
+
+/* The empty context: static, never counted, never freed. Detached tasks and
+ * captures of an empty context use it, so they touch no shared counter. */
+struct als_snapshot als__empty_frame;
+
+static_assert(sizeof(struct als__scope) <= sizeof(als_scope_t),
+              "als_scope_t is too small for the internal scope record");
+
+void als__binding_release(struct als__binding *b)
+{
+    /* acq_rel: the last releaser must see every other holder's accesses
+     * before destroying (the usual reference-count pairing; a fence would
+     * do on the acquire side, but TSan does not model fences). */
+    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    void *value = b->value;
+    void (*destroy)(void *) = b->destroy;
+    als__free(b); /* a promoted binding, or an entry whose binding is first */
+    if (destroy && value)
+        destroy(value);
+}
+
+struct als_snapshot *als__frame_retain(struct als_snapshot *f)
+{
+    /* Relaxed: the caller already holds a reference. */
+    if (f != &als__empty_frame)
+        atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    return f;
+}
+
+void als__frame_release(struct als_snapshot *f)
+{
+    if (f == &als__empty_frame)
+        return;
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (uint32_t i = 0; i < f->n; i++)
+        if (f->slots[i])
+            als__binding_release(f->slots[i]);
+    als__free(f);
+}
+
+/* Builds a new frame from the private table. All allocations happen before
+ * anything is changed, so a failure leaves the context as it was. */
+static struct als_snapshot *frame_build(void)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < T.n; i++) {
+        const struct als__binding *b = T.slots[i];
+        /* Bindings of disabled or freed stores are dropped here, so that
+         * new captures stop holding them. */
+        if (b && als__epoch_live(b->index, b->epoch))
+            n = i + 1;
+    }
+    if (n == 0)
+        return &als__empty_frame;
+
+    struct als_snapshot *f = als__malloc(sizeof *f + (size_t)n * sizeof f->slots[0]);
+    if (!f)
+        return NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        struct als__binding *b = T.slots[i];
+        f->slots[i] = NULL;
+        if (!b || !als__epoch_live(b->index, b->epoch))
+            continue;
+        if (b->kind != ALS__STACK) {
+            f->slots[i] = b;
+            continue;
+        }
+        /* Promote als_run's stack binding to a counted heap copy. */
+        struct als__binding *h = als__malloc(sizeof *h);
+        if (!h) {
+            for (uint32_t j = 0; j < i; j++)
+                if (f->slots[j] && f->slots[j] != T.slots[j])
+                    als__free(f->slots[j]);
+            als__free(f);
+            return NULL;
+        }
+        *h = *b;
+        h->kind = ALS__HEAP;
+        h->heap = NULL;
+        f->slots[i] = h;
+    }
+
+    /* Commit: the frame holds one reference on every binding, and each
+     * promoted copy one more for the als_run that bound it. */
+    for (uint32_t i = 0; i < n; i++) {
+        struct als__binding *h = f->slots[i];
+        if (!h)
+            continue;
+        if (h == T.slots[i]) {
+            atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
+        } else {
+            atomic_init(&h->refs, 2);
+            T.slots[i]->heap = h;
+            T.slots[i] = h;
+        }
+    }
+    f->n = n;
+    atomic_init(&f->refs, 1);
+    return f;
+}
+
+struct als_snapshot *als__capture(void)
+{
+    if (T.shared) /* inside an entered frame, unchanged: it is the context */
+        return als__frame_retain(T.entered);
+    if (T.cache)
+        return als__frame_retain(T.cache);
+    struct als_snapshot *f = frame_build();
+    if (f && f != &als__empty_frame) {
+        T.cache = als__frame_retain(f);
+        if (T.depth == 0)
+            als__thread_hook(); /* a top-level cache lives until thread exit */
+    }
+    return f;
+}
+
+als_snapshot_t *als_snapshot(void)
+{
+    return als__capture();
+}
+
+als_snapshot_t *als_snapshot_retain(als_snapshot_t *snap)
+{
+    return snap ? als__frame_retain(snap) : NULL;
+}
+
+void als_snapshot_release(als_snapshot_t *snap)
+{
+    if (snap)
+        als__frame_release(snap);
+}
+
+void *als_snapshot_run(als_snapshot_t *snap, als_fn fn, void *arg)
+{
+    if (!snap || !fn)
+        return NULL;
+    struct als__scope s;
+    als__scope_open_frame(&s, snap, false, 0, 0);
+    void *result = fn(arg);
+    als__scope_end(&s);
+    return result;
+}
+
+int als_scope_enter(als_scope_t *scope, als_snapshot_t *snap)
+{
+    if (!scope || !snap)
+        return ALS_EINVAL;
+    struct als__scope *s = (struct als__scope *)(void *)scope;
+    als__scope_open_frame(s, als__frame_retain(snap), false, 0, 0);
+    s->owns_frame = true;
+    return 0;
+}
+
+int als_scope_leave(als_scope_t *scope)
+{
+    if (!scope)
+        return ALS_EINVAL;
+    return als__scope_close((struct als__scope *)(void *)scope);
+}
+
+/* ---- bound functions -------------------------------------------------- */
+
+struct als_bound {
+    als_fn fn;
+    struct als_snapshot *frame;
+    bool ids;                      /* resource-bound: enter its async ids */
+    uint64_t exec_id, trigger_id;
+};
+
+als_bound_t *als__bound_new(als_fn fn, struct als_snapshot *frame, bool ids,
+                            uint64_t exec_id, uint64_t trigger_id)
+{
+    als_bound_t *b = als__malloc(sizeof *b);
+    if (!b)
+        return NULL;
+    *b = (als_bound_t){ fn, frame, ids, exec_id, trigger_id };
+    return b;
+}
+
+als_bound_t *als_bind(als_fn fn)
+{
+    if (!fn)
+        return NULL;
+    struct als_snapshot *f = als__capture();
+    if (!f)
+        return NULL;
+    als_bound_t *b = als__bound_new(fn, f, false, 0, 0);
+    if (!b)
+        als__frame_release(f);
+    return b;
+}
+
+void *als_bound_call(const als_bound_t *bound, void *arg)
+{
+    if (!bound)
+        return NULL;
+    struct als__scope s;
+    als__scope_open_frame(&s, bound->frame, bound->ids, bound->exec_id,
+                          bound->trigger_id);
+    void *result = bound->fn(arg);
+    als__scope_end(&s);
+    return result;
+}
+
+void als_bound_free(als_bound_t *bound)
+{
+    if (!bound)
+        return;
+    als__frame_release(bound->frame);
+    als__free(bound);
+}
