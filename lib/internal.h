@@ -44,6 +44,11 @@
 #define ALS__LIKELY(x) __builtin_expect(!!(x), 1)
 #define ALS__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define ALS__CACHELINE 64
+#if defined(__x86_64__) || defined(__i386__)
+#define ALS__CPU_RELAX() __builtin_ia32_pause()
+#else
+#define ALS__CPU_RELAX() ((void)0)
+#endif
 
 /* ---- alloc.c ---------------------------------------------------------- */
 void *als__malloc(size_t size);
@@ -197,7 +202,11 @@ struct als_snapshot *als__capture(void);
 als_bound_t *als__bound_new(als_fn fn, struct als_snapshot *frame, bool ids,
                             uint64_t exec_id, uint64_t trigger_id);
 
-/* Execution ids (resource.c). */
+/* Execution ids (resource.c). A pool task's scope starts with the id
+ * ALS__ID_LAZY: its fresh id is drawn only when someone asks for it (the
+ * task itself, or a task or resource it creates), which keeps a shared
+ * counter off the path of tasks that never look. */
+#define ALS__ID_LAZY UINT64_MAX
 uint64_t als__async_id_next(void);
 
 /* Registers the thread-exit cleanup of this thread's context state. */

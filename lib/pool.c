@@ -1,1 +1,689 @@
-typedef int als__pool_placeholder;
+/* The worker pool.
+ *
+ * Tasks
+ *   A task record carries fn/arg/cancel, a reference to the submitter's
+ *   captured frame, and the submitter's execution id (its trigger id). The
+ *   reference is taken before the task is published and the worker that runs
+ *   (or cancels) the task consumes it: frames need no hazard pointers.
+ *   Records are recycled: a worker keeps up to LOCAL_FREE finished records
+ *   for the tasks its own tasks submit, and hands the rest to a shared free
+ *   queue that outside submitters take from.
+ *
+ * Queues
+ *   One shared bounded MPMC ring (queue.c) plus, per worker, a one-task LIFO
+ *   slot for the newest task submitted by a task running on that worker. A
+ *   chain of tasks that each submit the next therefore never leaves its core
+ *   and wakes nobody; a fan-out pushes the older sibling to the ring, where
+ *   idle workers find it. A worker takes at most LIFO_MAX tasks in a row from
+ *   its slot before it looks at the ring, so self-resubmitting tasks cannot
+ *   starve the ring.
+ *
+ * Counting
+ *   Every counter is written by one thread only: each worker counts what it
+ *   submits, starts and finishes on its own cache line; outside submitters
+ *   share one counter. "In flight" is the sum of submissions minus the sum
+ *   of finished tasks; a finished count is read before the submission counts
+ *   so the sum can only overestimate, and seq_cst on both sides lets either
+ *   a drain waiter or the last finishing worker see the other (Dekker).
+ *
+ * Parking
+ *   Idle workers spin briefly, then sleep on a futex (wake_seq). A submitter
+ *   that published a task reads `sleepers` with a locked read-modify-write:
+ *   on x86-64 a locked instruction is a full barrier, so either the sleeper's
+ *   own locked increment comes first and we see it, or our publication is
+ *   visible to the sleeper's re-check of the ring. Elsewhere a seq_cst fence
+ *   provides the same. `waking` makes a burst of submits issue one wake-up;
+ *   the woken worker passes the wake on if work remains.
+ */
+#include "internal.h"
+#include "queue.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_CAPACITY 4096u
+#define MAX_CAPACITY (1u << 30)
+#define LOCAL_FREE 64   /* records a worker keeps for itself */
+#define LIFO_MAX 32     /* LIFO-slot tasks in a row before looking at the ring */
+#define SPIN 64         /* empty polls before parking */
+
+enum pool_state { RUNNING = 0, DRAINING = 1, CANCELLING = 2, STOPPED = 3 };
+
+struct task {
+    struct task *next;            /* free-list link */
+    als_task_fn fn;
+    void *arg;
+    void (*cancel)(void *arg);
+    struct als_snapshot *frame;   /* one reference, consumed by the worker */
+    uint64_t trigger_id;
+};
+
+struct worker {
+    _Alignas(ALS__CACHELINE)
+    /* Written by this worker's thread only (stats read them racily). */
+    _Atomic uint64_t submitted, started, done, failed, cancelled;
+    als_pool_t *pool;
+    struct task *next;            /* LIFO slot: this thread only */
+    unsigned streak;              /* LIFO-slot tasks taken in a row */
+    struct task *free;            /* recycled records: this thread only */
+    unsigned nfree;
+    unsigned index;
+    pthread_t thread;
+};
+
+struct als_pool {
+    struct als__queue q;          /* tasks */
+    struct als__queue free_q;     /* recycled task records */
+    _Alignas(ALS__CACHELINE) _Atomic uint64_t ext_submitted; /* outside submits */
+    _Atomic uint64_t rejected;
+    _Alignas(ALS__CACHELINE) _Atomic uint32_t sleepers; /* parked or parking */
+    _Atomic uint32_t waking;      /* a wake-up is on its way */
+    _Atomic uint32_t wake_seq;    /* futex word of parked workers */
+    _Alignas(ALS__CACHELINE) _Atomic uint32_t room_waiters; /* BLOCK submitters */
+    _Atomic uint32_t room_seq;
+    _Atomic uint32_t drain_waiters;
+    _Atomic uint32_t drain_seq;
+    _Atomic int state;
+    pthread_mutex_t stop_mu;      /* shutdown callers only */
+    pthread_cond_t stop_cv;
+    bool joining, joined;
+    enum als_full_policy on_full;
+    void (*on_error)(int task_result, void *arg, void *user);
+    void *user;
+    unsigned nthreads;
+    struct worker *workers;
+    char name[16];
+};
+
+/* The worker the calling thread is, if any. */
+static _Thread_local struct worker *self __attribute__((tls_model("initial-exec")));
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void futex_wait(_Atomic uint32_t *word, uint32_t expected)
+{
+    syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+
+static void futex_wake(_Atomic uint32_t *word, int n)
+{
+    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+/* Increments a counter only this thread writes: no read-modify-write. */
+static void bump(_Atomic uint64_t *c, memory_order mo)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, mo);
+}
+
+static void unbump(_Atomic uint64_t *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) - 1,
+                          memory_order_seq_cst);
+}
+
+static struct worker *own_worker(const als_pool_t *pool)
+{
+    struct worker *w = self;
+    return w && w->pool == pool ? w : NULL;
+}
+
+/* Full barrier between publishing a task and reading `sleepers`. */
+static uint32_t sleepers_after_publish(als_pool_t *pool)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    return atomic_fetch_add_explicit(&pool->sleepers, 0, memory_order_seq_cst);
+#else
+    atomic_thread_fence(memory_order_seq_cst);
+    return atomic_load_explicit(&pool->sleepers, memory_order_relaxed);
+#endif
+}
+
+/* Wakes one parked worker if any, unless a wake-up is already on its way. */
+static void wake_one(als_pool_t *pool)
+{
+    if (sleepers_after_publish(pool) == 0)
+        return;
+    if (atomic_exchange_explicit(&pool->waking, 1, memory_order_acq_rel))
+        return;
+    atomic_fetch_add_explicit(&pool->wake_seq, 1, memory_order_release);
+    futex_wake(&pool->wake_seq, 1);
+}
+
+static void wake_all(als_pool_t *pool)
+{
+    atomic_fetch_add_explicit(&pool->wake_seq, 1, memory_order_seq_cst);
+    futex_wake(&pool->wake_seq, INT_MAX);
+    atomic_fetch_add_explicit(&pool->room_seq, 1, memory_order_seq_cst);
+    futex_wake(&pool->room_seq, INT_MAX);
+}
+
+/* Accepted tasks not yet finished; never underestimates (see top). */
+static uint64_t in_flight(const als_pool_t *pool)
+{
+    uint64_t done = 0, submitted = 0;
+    for (unsigned i = 0; i < pool->nthreads; i++)
+        done += atomic_load_explicit(&pool->workers[i].done, memory_order_seq_cst);
+    for (unsigned i = 0; i < pool->nthreads; i++)
+        submitted += atomic_load_explicit(&pool->workers[i].submitted, memory_order_seq_cst);
+    submitted += atomic_load_explicit(&pool->ext_submitted, memory_order_seq_cst);
+    return submitted - done;
+}
+
+/* Called after a task finished or a submission was taken back, when someone
+ * may be waiting for the pool to go idle. */
+static void idle_check(als_pool_t *pool)
+{
+    if (in_flight(pool) != 0)
+        return;
+    if (atomic_load_explicit(&pool->drain_waiters, memory_order_seq_cst)) {
+        atomic_fetch_add_explicit(&pool->drain_seq, 1, memory_order_release);
+        futex_wake(&pool->drain_seq, INT_MAX);
+    }
+    if (atomic_load_explicit(&pool->state, memory_order_seq_cst) != RUNNING)
+        wake_all(pool);
+}
+
+static bool idle_watched(als_pool_t *pool)
+{
+    return atomic_load_explicit(&pool->drain_waiters, memory_order_seq_cst) ||
+           atomic_load_explicit(&pool->state, memory_order_seq_cst) != RUNNING;
+}
+
+/* ---- task records ----------------------------------------------------- */
+
+static struct task *task_alloc(als_pool_t *pool, struct worker *w)
+{
+    struct task *t;
+    if (w && (t = w->free)) {
+        w->free = t->next;
+        w->nfree--;
+        return t;
+    }
+    if ((t = als__queue_pop(&pool->free_q)))
+        return t;
+    return als__malloc(sizeof *t);
+}
+
+static void task_recycle(als_pool_t *pool, struct worker *w, struct task *t)
+{
+    if (w && w->nfree < LOCAL_FREE) {
+        t->next = w->free;
+        w->free = t;
+        w->nfree++;
+    } else if (!als__queue_push(&pool->free_q, t)) {
+        als__free(t);
+    }
+}
+
+/* ---- running tasks ---------------------------------------------------- */
+
+/* Ends a task: its frame reference first (destroy callbacks run before the
+ * task counts as done, so a drain that returns has seen them), then the
+ * count that drain and shutdown watch. */
+static void task_finish(struct worker *w, struct task *t)
+{
+    als_pool_t *pool = w->pool;
+    als__frame_release(t->frame);
+    task_recycle(pool, w, t);
+    bump(&w->done, memory_order_seq_cst);
+    if (ALS__UNLIKELY(idle_watched(pool)))
+        idle_check(pool);
+}
+
+static void task_cancel(struct worker *w, struct task *t)
+{
+    if (t->cancel) {
+        struct als__scope s;
+        als__scope_open_frame(&s, t->frame, true, ALS__ID_LAZY, t->trigger_id);
+        t->cancel(t->arg);
+        als__scope_end(&s);
+    }
+    bump(&w->cancelled, memory_order_relaxed);
+    task_finish(w, t);
+}
+
+static void task_run(struct worker *w, struct task *t)
+{
+    als_pool_t *pool = w->pool;
+    if (ALS__UNLIKELY(atomic_load_explicit(&pool->state, memory_order_relaxed) == CANCELLING)) {
+        task_cancel(w, t);
+        return;
+    }
+    bump(&w->started, memory_order_relaxed);
+    struct als__scope s;
+    als__scope_open_frame(&s, t->frame, true, ALS__ID_LAZY, t->trigger_id);
+    int rc = t->fn(t->arg);
+    uint64_t id = als__tls.exec_id; /* the task's id, if it was assigned */
+    als__scope_end(&s);
+    if (ALS__UNLIKELY(rc != 0)) {
+        bump(&w->failed, memory_order_relaxed);
+        if (pool->on_error) {
+            /* In the submit-time context, like Node's unhandledRejection:
+             * the handler can still read the request's values. */
+            als__scope_open_frame(&s, t->frame, true, id, t->trigger_id);
+            pool->on_error(rc, t->arg, pool->user);
+            als__scope_end(&s);
+        }
+    }
+    task_finish(w, t);
+}
+
+/* ---- workers ---------------------------------------------------------- */
+
+static struct task *task_take(struct worker *w)
+{
+    als_pool_t *pool = w->pool;
+    struct task *t = w->next;
+    if (t) {
+        w->next = NULL;
+        if (++w->streak <= LIFO_MAX)
+            return t;
+        /* Fairness: give the ring a turn. */
+        if (!als__queue_push(&pool->q, t))
+            return t;
+        wake_one(pool);
+    }
+    w->streak = 0;
+    t = als__queue_pop(&pool->q);
+    /* Relaxed is enough after ck's successful dequeue CAS, a full barrier on
+     * x86-64; a blocked submitter re-checks the ring after announcing
+     * itself, and waits with a timeout elsewhere. */
+    if (t && atomic_load_explicit(&pool->room_waiters, memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&pool->room_seq, 1, memory_order_release);
+        futex_wake(&pool->room_seq, INT_MAX);
+    }
+    return t;
+}
+
+/* Sleeps until woken, unless work or the end arrived meanwhile. */
+static void worker_park(struct worker *w)
+{
+    als_pool_t *pool = w->pool;
+    uint32_t seq = atomic_load_explicit(&pool->wake_seq, memory_order_acquire);
+    atomic_fetch_add_explicit(&pool->sleepers, 1, memory_order_seq_cst);
+    bool stay = als__queue_length(&pool->q) > 0 ||
+                (atomic_load_explicit(&pool->state, memory_order_seq_cst) != RUNNING &&
+                 in_flight(pool) == 0);
+    if (!stay)
+        futex_wait(&pool->wake_seq, seq);
+    atomic_fetch_sub_explicit(&pool->sleepers, 1, memory_order_seq_cst);
+    atomic_store_explicit(&pool->waking, 0, memory_order_release);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    als_pool_t *pool = w->pool;
+    self = w;
+    /* "<name>-<n>"; Linux keeps 15 bytes of a thread name. */
+    char name[32];
+    snprintf(name, sizeof name, "%.15s-%u", pool->name, w->index);
+    name[15] = '\0';
+    pthread_setname_np(pthread_self(), name);
+
+    for (;;) {
+        struct task *t = task_take(w);
+        if (!t) {
+            for (int i = 0; i < SPIN && !t; i++) {
+                ALS__CPU_RELAX();
+                if (als__queue_length(&pool->q) > 0)
+                    t = task_take(w);
+            }
+        }
+        if (t) {
+            /* Pass a wake-up on while work remains (one wake per burst). */
+            if (als__queue_length(&pool->q) > 0)
+                wake_one(pool);
+            task_run(w, t);
+            continue;
+        }
+        if (atomic_load_explicit(&pool->state, memory_order_seq_cst) != RUNNING &&
+            in_flight(pool) == 0)
+            break;
+        worker_park(w);
+    }
+    wake_all(pool); /* the others see the end too */
+    return NULL;
+}
+
+/* ---- submitting ------------------------------------------------------- */
+
+/* Takes back an accepted count (the task was refused after all). */
+static void unaccept(als_pool_t *pool, struct worker *w)
+{
+    if (w)
+        unbump(&w->submitted);
+    else
+        atomic_fetch_sub_explicit(&pool->ext_submitted, 1, memory_order_seq_cst);
+    if (idle_watched(pool))
+        idle_check(pool);
+}
+
+static void task_discard(als_pool_t *pool, struct worker *w, struct task *t)
+{
+    als__frame_release(t->frame);
+    task_recycle(pool, w, t);
+    unaccept(pool, w);
+}
+
+/* Outside submitter, BLOCK policy: wait for room. */
+static int push_blocking(als_pool_t *pool, struct task *t)
+{
+    for (;;) {
+        atomic_fetch_add_explicit(&pool->room_waiters, 1, memory_order_seq_cst);
+        uint32_t seq = atomic_load_explicit(&pool->room_seq, memory_order_acquire);
+        bool pushed = als__queue_push(&pool->q, t);
+        int st = atomic_load_explicit(&pool->state, memory_order_seq_cst);
+        if (!pushed && st == RUNNING) {
+            /* The timeout is a backstop for weakly ordered machines only. */
+            struct timespec ts = { 0, 50 * 1000 * 1000 };
+            syscall(SYS_futex, &pool->room_seq, FUTEX_WAIT_PRIVATE, seq, &ts, NULL, 0);
+        }
+        atomic_fetch_sub_explicit(&pool->room_waiters, 1, memory_order_relaxed);
+        if (pushed)
+            return 0;
+        if (st != RUNNING)
+            return ALS_ESHUTDOWN;
+    }
+}
+
+static int submit(als_pool_t *pool, als_task_fn fn, void *arg,
+                  void (*cancel)(void *), unsigned flags)
+{
+    if (!pool || !fn)
+        return ALS_EINVAL;
+    struct worker *w = own_worker(pool);
+
+    /* Count first, then look at the state: a shutdown that has begun either
+     * is seen here, or sees this count and waits for the task (Dekker). */
+    if (w)
+        bump(&w->submitted, memory_order_seq_cst);
+    else
+        atomic_fetch_add_explicit(&pool->ext_submitted, 1, memory_order_seq_cst);
+    int st = atomic_load_explicit(&pool->state, memory_order_seq_cst);
+    if (ALS__UNLIKELY(st != RUNNING) && !(st == DRAINING && w)) {
+        unaccept(pool, w);
+        return ALS_ESHUTDOWN;
+    }
+
+    struct task *t = task_alloc(pool, w);
+    if (!t) {
+        unaccept(pool, w);
+        return ALS_ENOMEM;
+    }
+    t->frame = flags & ALS_TASK_DETACHED ? &als__empty_frame : als__capture();
+    if (!t->frame) {
+        task_recycle(pool, w, t);
+        unaccept(pool, w);
+        return ALS_ENOMEM;
+    }
+    t->fn = fn;
+    t->arg = arg;
+    t->cancel = cancel;
+    t->trigger_id = flags & ALS_TASK_DETACHED ? 0 : als_execution_async_id();
+
+    if (w) {
+        /* The newest task goes to this worker's LIFO slot; the one it
+         * displaces goes to the ring for anyone to take. */
+        struct task *older = w->next;
+        if (!older) {
+            w->next = t;
+            return 0;
+        }
+        if (als__queue_push(&pool->q, older)) {
+            w->next = t;
+            wake_one(pool);
+            return 0;
+        }
+        if (pool->on_full == ALS_FULL_REJECT) {
+            atomic_fetch_add_explicit(&pool->rejected, 1, memory_order_relaxed);
+            task_discard(pool, w, t);
+            return ALS_EFULL;
+        }
+        /* BLOCK policy, full pool, submitted by its own worker: waiting could
+         * deadlock (every worker might be waiting), so run it here. */
+        task_run(w, t);
+        return 0;
+    }
+
+    if (ALS__LIKELY(als__queue_push(&pool->q, t))) {
+        wake_one(pool);
+        return 0;
+    }
+    if (pool->on_full == ALS_FULL_REJECT) {
+        atomic_fetch_add_explicit(&pool->rejected, 1, memory_order_relaxed);
+        task_discard(pool, NULL, t);
+        return ALS_EFULL;
+    }
+    int rc = push_blocking(pool, t);
+    if (rc) {
+        task_discard(pool, NULL, t);
+        return rc;
+    }
+    wake_one(pool);
+    return 0;
+}
+
+int als_submit(als_pool_t *pool, als_task_fn fn, void *arg)
+{
+    return submit(pool, fn, arg, NULL, 0);
+}
+
+int als_submit_task(als_pool_t *pool, const als_task *task)
+{
+    if (!task)
+        return ALS_EINVAL;
+    return submit(pool, task->fn, task->arg, task->cancel, task->flags);
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+static unsigned cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return (unsigned)CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+static unsigned round_pow2(unsigned n)
+{
+    unsigned p = 4; /* ck_ring's minimum */
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+static void pool_release(als_pool_t *pool)
+{
+    struct task *t;
+    while ((t = als__queue_pop(&pool->free_q)))
+        als__free(t);
+    for (unsigned i = 0; i < pool->nthreads; i++) {
+        while ((t = pool->workers[i].free)) {
+            pool->workers[i].free = t->next;
+            als__free(t);
+        }
+    }
+    als__queue_fini(&pool->q);
+    als__queue_fini(&pool->free_q);
+    pthread_cond_destroy(&pool->stop_cv);
+    pthread_mutex_destroy(&pool->stop_mu);
+    free(pool->workers);
+    free(pool);
+}
+
+static void *aligned_zalloc(size_t size)
+{
+    size = (size + ALS__CACHELINE - 1) & ~(size_t)(ALS__CACHELINE - 1);
+    /* Through als__malloc's hook: fail first if a test asks. */
+    void *probe = als__malloc(1);
+    if (!probe)
+        return NULL;
+    als__free(probe);
+    void *p = aligned_alloc(ALS__CACHELINE, size);
+    if (p)
+        memset(p, 0, size);
+    return p;
+}
+
+als_pool_t *als_pool_new(const als_pool_options *opts)
+{
+    als_pool_options o = opts ? *opts : (als_pool_options){ 0 };
+    if (o.queue_capacity > MAX_CAPACITY)
+        return NULL;
+    unsigned cap = round_pow2(o.queue_capacity ? o.queue_capacity : DEFAULT_CAPACITY);
+    unsigned n = o.threads ? o.threads : cpu_count();
+
+    als_pool_t *pool = aligned_zalloc(sizeof *pool);
+    if (!pool)
+        return NULL;
+    pool->workers = aligned_zalloc((size_t)n * sizeof *pool->workers);
+    if (!pool->workers) {
+        free(pool);
+        return NULL;
+    }
+    if (als__queue_init(&pool->q, cap)) {
+        free(pool->workers);
+        free(pool);
+        return NULL;
+    }
+    if (als__queue_init(&pool->free_q, cap)) {
+        als__queue_fini(&pool->q);
+        free(pool->workers);
+        free(pool);
+        return NULL;
+    }
+    pthread_mutex_init(&pool->stop_mu, NULL);
+    pthread_cond_init(&pool->stop_cv, NULL);
+    pool->on_full = o.on_full == ALS_FULL_REJECT ? ALS_FULL_REJECT : ALS_FULL_BLOCK;
+    pool->on_error = o.on_error;
+    pool->user = o.user;
+    snprintf(pool->name, sizeof pool->name, "%s", o.name ? o.name : "als");
+    pool->nthreads = n;
+
+    /* Workers start with an empty context whatever the creator's is. */
+    for (unsigned i = 0; i < n; i++) {
+        struct worker *w = &pool->workers[i];
+        w->pool = pool;
+        w->index = i;
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            atomic_store_explicit(&pool->state, STOPPED, memory_order_seq_cst);
+            wake_all(pool);
+            for (unsigned j = 0; j < i; j++)
+                pthread_join(pool->workers[j].thread, NULL);
+            pool_release(pool);
+            return NULL;
+        }
+    }
+    return pool;
+}
+
+int als_pool_drain(als_pool_t *pool)
+{
+    if (!pool)
+        return ALS_EINVAL;
+    if (own_worker(pool))
+        return ALS_EDEADLK;
+    atomic_fetch_add_explicit(&pool->drain_waiters, 1, memory_order_seq_cst);
+    for (;;) {
+        uint32_t seq = atomic_load_explicit(&pool->drain_seq, memory_order_acquire);
+        if (in_flight(pool) == 0)
+            break;
+        futex_wait(&pool->drain_seq, seq);
+    }
+    atomic_fetch_sub_explicit(&pool->drain_waiters, 1, memory_order_relaxed);
+    return 0;
+}
+
+int als_pool_shutdown(als_pool_t *pool, int how)
+{
+    if (!pool || (how != ALS_SHUTDOWN_DRAIN && how != ALS_SHUTDOWN_CANCEL))
+        return ALS_EINVAL;
+    if (own_worker(pool))
+        return ALS_EDEADLK;
+    pthread_mutex_lock(&pool->stop_mu);
+    int want = how == ALS_SHUTDOWN_CANCEL ? CANCELLING : DRAINING;
+    if (atomic_load_explicit(&pool->state, memory_order_relaxed) < want) {
+        atomic_store_explicit(&pool->state, want, memory_order_seq_cst);
+        wake_all(pool);
+    }
+    if (!pool->joining) {
+        /* The first caller joins; later ones (a CANCEL upgrading a DRAIN,
+         * or repeated calls) wait for the same end. */
+        pool->joining = true;
+        pthread_mutex_unlock(&pool->stop_mu);
+        for (unsigned i = 0; i < pool->nthreads; i++)
+            pthread_join(pool->workers[i].thread, NULL);
+        pthread_mutex_lock(&pool->stop_mu);
+        atomic_store_explicit(&pool->state, STOPPED, memory_order_seq_cst);
+        pool->joined = true;
+        pthread_cond_broadcast(&pool->stop_cv);
+    }
+    while (!pool->joined)
+        pthread_cond_wait(&pool->stop_cv, &pool->stop_mu);
+    pthread_mutex_unlock(&pool->stop_mu);
+    return 0;
+}
+
+void als_pool_free(als_pool_t *pool)
+{
+    if (!pool)
+        return;
+    if (own_worker(pool)) {
+#ifndef NDEBUG
+        fprintf(stderr, "libals: als_pool_free called from the pool's own "
+                        "worker: refused (the pool stays usable)\n");
+#endif
+        return;
+    }
+    als_pool_shutdown(pool, ALS_SHUTDOWN_DRAIN);
+    pool_release(pool);
+}
+
+int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out)
+{
+    if (!pool || !out)
+        return ALS_EINVAL;
+    uint64_t done = 0, failed = 0, cancelled = 0, started = 0, submitted = 0;
+    for (unsigned i = 0; i < pool->nthreads; i++) {
+        const struct worker *w = &pool->workers[i];
+        done += atomic_load_explicit(&w->done, memory_order_acquire);
+        failed += atomic_load_explicit(&w->failed, memory_order_relaxed);
+        cancelled += atomic_load_explicit(&w->cancelled, memory_order_relaxed);
+    }
+    for (unsigned i = 0; i < pool->nthreads; i++) {
+        const struct worker *w = &pool->workers[i];
+        started += atomic_load_explicit(&w->started, memory_order_relaxed);
+        submitted += atomic_load_explicit(&w->submitted, memory_order_relaxed);
+    }
+    submitted += atomic_load_explicit(&pool->ext_submitted, memory_order_relaxed);
+    uint64_t completed = done - failed - cancelled;
+    *out = (als_pool_stats){
+        .submitted = submitted,
+        .completed = completed,
+        .failed = failed,
+        .rejected = atomic_load_explicit(&pool->rejected, memory_order_relaxed),
+        .cancelled = cancelled,
+        /* Racy while busy (clamped at 0); exact when quiescent. */
+        .queued = submitted > started + cancelled ? submitted - started - cancelled : 0,
+        .running = started > completed + failed ? started - completed - failed : 0,
+        .threads = pool->nthreads,
+    };
+    return 0;
+}
+
+als_pool_t *als_pool_current(void)
+{
+    return self ? self->pool : NULL;
+}

@@ -18,7 +18,10 @@ uint64_t als__async_id_next(void)
 
 uint64_t als_execution_async_id(void)
 {
-    return T.exec_id ? T.exec_id : 1;
+    uint64_t id = T.exec_id;
+    if (ALS__UNLIKELY(id == ALS__ID_LAZY))
+        id = T.exec_id = als__async_id_next();
+    return id ? id : 1;
 }
 
 uint64_t als_trigger_async_id(void)

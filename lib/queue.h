@@ -1,0 +1,30 @@
+/* A bounded multi-producer multi-consumer queue of pointers: Concurrency
+ * Kit's ck_ring behind four functions. No call blocks: a full queue refuses
+ * a push, an empty one returns NULL; the pool decides what to do then.
+ *
+ * Ordering contract: everything the pushing thread did before
+ * als__queue_push(q, p) happens-before everything the thread that pops p
+ * does after als__queue_pop returned it (release/acquire per item). */
+#ifndef ALS_QUEUE_H
+#define ALS_QUEUE_H
+
+#include <stdbool.h>
+#include <ck_ring.h>
+
+struct als__queue {
+    ck_ring_t ring;               /* ck pads head and tail to cache lines */
+    ck_ring_buffer_t *buf;
+};
+
+/* `size` is a power of two >= 4; the queue holds size - 1 items.
+ * 0 or ALS_ENOMEM. */
+int als__queue_init(struct als__queue *q, unsigned size);
+void als__queue_fini(struct als__queue *q);
+/* false when full. `item` must not be NULL. */
+bool als__queue_push(struct als__queue *q, void *item);
+/* NULL when empty. */
+void *als__queue_pop(struct als__queue *q);
+/* Items in the queue, a racy snapshot (exact when nobody pushes or pops). */
+unsigned als__queue_length(struct als__queue *q);
+
+#endif
