@@ -1,4 +1,4 @@
-/*
+/** @file
  * libals: async-local storage for C threads.
  *
  * Node.js's AsyncLocalStorage for C: code deep in a call tree asks "which
@@ -30,10 +30,11 @@ extern "C" {
 
 /** @defgroup version Version
  *  @{ */
-#define ALS_VERSION_MAJOR 0
-#define ALS_VERSION_MINOR 1
-#define ALS_VERSION_PATCH 0
-/** Run-time version as "MAJOR.MINOR.PATCH". Never NULL. */
+#define ALS_VERSION_MAJOR 0 /**< major version of these headers; changes with the ABI (SONAME) */
+#define ALS_VERSION_MINOR 1 /**< minor version of these headers: additions only */
+#define ALS_VERSION_PATCH 0 /**< patch version of these headers: fixes only */
+/** These headers' version as "MAJOR.MINOR.PATCH"; als_version() gives the
+ *  library's at run time. */
 #define ALS_VERSION_STRING "0.1.0"
 /** @} */
 
@@ -49,7 +50,7 @@ extern "C" {
 /** @defgroup errors Error codes
  *  Functions that can fail return 0 (ALS_OK) or one of these negative codes.
  *  @{ */
-#define ALS_OK          0
+#define ALS_OK          0      /**< success */
 #define ALS_EINVAL    (-1)   /**< bad argument */
 #define ALS_ENOMEM    (-2)   /**< allocation failed; nothing changed */
 #define ALS_EFULL     (-3)   /**< queue full (pool, reject policy) */
@@ -169,7 +170,7 @@ ALS_API void *als_snapshot_run(als_snapshot_t *snap, als_fn fn, void *arg);
  *  callers such as event loops that cannot wrap their work in a function
  *  call. Opaque; lives on the caller's stack. */
 typedef struct als_scope {
-    void *opaque_[12];
+    void *opaque_[12];  /**< private to the library; do not touch */
 } als_scope_t;
 
 /** Enters @p snap on the calling thread until als_scope_leave(@p scope).
@@ -285,6 +286,7 @@ enum als_full_policy {
 /** als_pool_shutdown: run `cancel` for every task not yet started. */
 #define ALS_SHUTDOWN_CANCEL 1
 
+/** A pool of worker threads running tasks in their submitters' contexts. */
 typedef struct als_pool als_pool_t;
 
 /** Options for als_pool_new(). Zero-initialise and set what you need. */
@@ -303,7 +305,7 @@ typedef struct als_pool_options {
 /** A task with all its options. */
 typedef struct als_task {
     als_task_fn fn;            /**< required */
-    void *arg;
+    void *arg;                 /**< passed to fn (or to cancel) */
     /** Optional: runs instead of fn, inside the task's context, when a
      *  cancelling shutdown drops the task before it started. */
     void (*cancel)(void *arg);
@@ -358,6 +360,69 @@ ALS_API int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out);
 
 /** The pool whose worker runs the caller, else NULL. */
 ALS_API als_pool_t *als_pool_current(void);
+/** @} */
+
+/** @defgroup compose Delayed tasks, futures and groups
+ *  Each carries the context of whoever scheduled it, like als_submit.
+ *  Waiting (als_future_wait, als_group_wait) on one of a pool's own workers
+ *  never deadlocks: the waiting worker runs that pool's queued tasks
+ *  meanwhile (as TBB does).
+ *  @{ */
+
+/** Submits fn(arg) to run, in the caller's context captured now, no
+ *  earlier than @p delay_ns from now (0: as soon as possible). One timer
+ *  thread per pool keeps pending tasks in a heap (O(log n) each). Counts as
+ *  submitted when accepted and as queued while it waits; als_pool_drain
+ *  waits for it; a DRAIN shutdown runs it when due, a CANCEL shutdown
+ *  cancels it. Errors as als_submit. */
+ALS_API int als_submit_after(als_pool_t *pool, uint64_t delay_ns, als_task_fn fn, void *arg);
+
+/** A result to wait for; reference counted. */
+typedef struct als_future als_future_t;
+
+/** Submits fn(arg) in the caller's context; *out receives a future of its
+ *  result (release it with als_future_release). Returns 0, ALS_EINVAL
+ *  (NULL pool, fn or out), or an error of als_submit. */
+ALS_API int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future_t **out);
+
+/** Waits for @p f: 0 and its result in *result (if @p result is not NULL),
+ *  ALS_ETIMEDOUT after @p timeout_ns (< 0: no limit), ALS_ECANCELED when
+ *  the pool dropped the task, ALS_EINVAL for NULL. */
+ALS_API int als_future_wait(als_future_t *f, int64_t timeout_ns, void **result);
+
+/** When @p f completes, fn(result of f) runs on @p pool inside the context
+ *  captured now, and *out completes with its result. Always asynchronous,
+ *  also when f has completed already. If f is cancelled, *out is cancelled
+ *  too and fn never runs (then on a cancelled future returns 0). Returns
+ *  0, ALS_EINVAL (NULL argument), ALS_ESHUTDOWN (pool shut down) or
+ *  ALS_ENOMEM. */
+ALS_API int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t **out);
+
+/** Drops the caller's reference, from any thread, before or after
+ *  completion. Does not cancel: the task and continuations still run.
+ *  NULL is a no-op. */
+ALS_API void als_future_release(als_future_t *f);
+
+/** A set of tasks to wait for together. */
+typedef struct als_group als_group_t;
+
+/** A new empty group; NULL if allocation fails. */
+ALS_API als_group_t *als_group_new(void);
+
+/** Submits fn(arg) to @p pool as a task of @p g (a normal pool task: it
+ *  counts in the pool's stats and a failure calls on_error). Tasks of a
+ *  group may add tasks to it. Errors as als_submit; ALS_EINVAL for NULL. */
+ALS_API int als_group_submit(als_group_t *g, als_pool_t *pool, als_task_fn fn, void *arg);
+
+/** Waits until every task of @p g has finished. Returns the first non-zero
+ *  task result in completion order, else ALS_ECANCELED if tasks were
+ *  cancelled, else 0; ALS_ETIMEDOUT after @p timeout_ns (< 0: no limit);
+ *  ALS_EINVAL for NULL. */
+ALS_API int als_group_wait(als_group_t *g, int64_t timeout_ns);
+
+/** Releases the group, from any thread, even with tasks pending (they
+ *  still run). NULL is a no-op. */
+ALS_API void als_group_free(als_group_t *g);
 /** @} */
 
 #ifdef __cplusplus

@@ -35,8 +35,7 @@
  *   provides the same. `waking` makes a burst of submits issue one wake-up;
  *   the woken worker passes the wake on if work remains.
  */
-#include "internal.h"
-#include "queue.h"
+#include "pool.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -48,60 +47,6 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-
-#define DEFAULT_CAPACITY 4096u
-#define MAX_CAPACITY (1u << 30)
-#define LOCAL_FREE 64   /* records a worker keeps for itself */
-#define LIFO_MAX 32     /* LIFO-slot tasks in a row before looking at the ring */
-#define SPIN 64         /* empty polls before parking */
-
-enum pool_state { RUNNING = 0, DRAINING = 1, CANCELLING = 2, STOPPED = 3 };
-
-struct task {
-    struct task *next;            /* free-list link */
-    als_task_fn fn;
-    void *arg;
-    void (*cancel)(void *arg);
-    struct als_snapshot *frame;   /* one reference, consumed by the worker */
-    uint64_t trigger_id;
-};
-
-struct worker {
-    _Alignas(ALS__CACHELINE)
-    /* Written by this worker's thread only (stats read them racily). */
-    _Atomic uint64_t submitted, started, done, failed, cancelled;
-    als_pool_t *pool;
-    struct task *next;            /* LIFO slot: this thread only */
-    unsigned streak;              /* LIFO-slot tasks taken in a row */
-    struct task *free;            /* recycled records: this thread only */
-    unsigned nfree;
-    unsigned index;
-    pthread_t thread;
-};
-
-struct als_pool {
-    struct als__queue q;          /* tasks */
-    struct als__queue free_q;     /* recycled task records */
-    _Alignas(ALS__CACHELINE) _Atomic uint64_t ext_submitted; /* outside submits */
-    _Atomic uint64_t rejected;
-    _Alignas(ALS__CACHELINE) _Atomic uint32_t sleepers; /* parked or parking */
-    _Atomic uint32_t waking;      /* a wake-up is on its way */
-    _Atomic uint32_t wake_seq;    /* futex word of parked workers */
-    _Alignas(ALS__CACHELINE) _Atomic uint32_t room_waiters; /* BLOCK submitters */
-    _Atomic uint32_t room_seq;
-    _Atomic uint32_t drain_waiters;
-    _Atomic uint32_t drain_seq;
-    _Atomic int state;
-    pthread_mutex_t stop_mu;      /* shutdown callers only */
-    pthread_cond_t stop_cv;
-    bool joining, joined;
-    enum als_full_policy on_full;
-    void (*on_error)(int task_result, void *arg, void *user);
-    void *user;
-    unsigned nthreads;
-    struct worker *workers;
-    char name[16];
-};
 
 /* The worker the calling thread is, if any. */
 static _Thread_local struct worker *self __attribute__((tls_model("initial-exec")));
@@ -136,6 +81,16 @@ static struct worker *own_worker(const als_pool_t *pool)
     return w && w->pool == pool ? w : NULL;
 }
 
+struct worker *als__own_worker(const als_pool_t *pool)
+{
+    return own_worker(pool);
+}
+
+struct worker *als__self(void)
+{
+    return self;
+}
+
 /* Full barrier between publishing a task and reading `sleepers`. */
 static uint32_t sleepers_after_publish(als_pool_t *pool)
 {
@@ -156,6 +111,12 @@ static void wake_one(als_pool_t *pool)
         return;
     atomic_fetch_add_explicit(&pool->wake_seq, 1, memory_order_release);
     futex_wake(&pool->wake_seq, 1);
+}
+
+static void wake_all(als_pool_t *pool);
+void als__wake_all(als_pool_t *pool)
+{
+    wake_all(pool);
 }
 
 static void wake_all(als_pool_t *pool)
@@ -227,13 +188,16 @@ static void task_recycle(als_pool_t *pool, struct worker *w, struct task *t)
 /* ---- running tasks ---------------------------------------------------- */
 
 /* Ends a task: its frame reference first (destroy callbacks run before the
- * task counts as done, so a drain that returns has seen them), then the
- * count that drain and shutdown watch. */
-static void task_finish(struct worker *w, struct task *t)
+ * task counts as done, so a drain that returns has seen them), then its
+ * group, then the count that drain and shutdown watch. */
+static void task_finish(struct worker *w, struct task *t, int rc, bool cancelled)
 {
     als_pool_t *pool = w->pool;
+    struct als_group *g = t->group;
     als__frame_release(t->frame);
     task_recycle(pool, w, t);
+    if (g)
+        als__group_task_end(g, rc, cancelled);
     bump(&w->done, memory_order_seq_cst);
     if (ALS__UNLIKELY(idle_watched(pool)))
         idle_check(pool);
@@ -241,14 +205,17 @@ static void task_finish(struct worker *w, struct task *t)
 
 static void task_cancel(struct worker *w, struct task *t)
 {
-    if (t->cancel) {
+    if (t->cancel || t->future) {
         struct als__scope s;
         als__scope_open_frame(&s, t->frame, true, ALS__ID_LAZY, t->trigger_id);
-        t->cancel(t->arg);
+        if (t->cancel)
+            t->cancel(t->arg);
+        if (t->future)
+            als__future_cancelled(t->future);
         als__scope_end(&s);
     }
     bump(&w->cancelled, memory_order_relaxed);
-    task_finish(w, t);
+    task_finish(w, t, 0, true);
 }
 
 static void task_run(struct worker *w, struct task *t)
@@ -261,7 +228,11 @@ static void task_run(struct worker *w, struct task *t)
     bump(&w->started, memory_order_relaxed);
     struct als__scope s;
     als__scope_open_frame(&s, t->frame, true, ALS__ID_LAZY, t->trigger_id);
-    int rc = t->fn(t->arg);
+    int rc = 0;
+    if (t->future)
+        als__future_task(t); /* completes the future inside the context */
+    else
+        rc = t->fn(t->arg);
     uint64_t id = als__tls.exec_id; /* the task's id, if it was assigned */
     als__scope_end(&s);
     if (ALS__UNLIKELY(rc != 0)) {
@@ -274,7 +245,7 @@ static void task_run(struct worker *w, struct task *t)
             als__scope_end(&s);
         }
     }
-    task_finish(w, t);
+    task_finish(w, t, rc, false);
 }
 
 /* ---- workers ---------------------------------------------------------- */
@@ -375,32 +346,38 @@ static void task_discard(als_pool_t *pool, struct worker *w, struct task *t)
     unaccept(pool, w);
 }
 
-/* Outside submitter, BLOCK policy: wait for room. */
-static int push_blocking(als_pool_t *pool, struct task *t)
+/* Waits for room in the ring. Outside submitters give up when a shutdown
+ * begins (`any_state` false); the timer thread never does, because its
+ * tasks were accepted already and workers keep consuming until they ran. */
+static bool push_wait(als_pool_t *pool, struct task *t, bool any_state)
 {
     for (;;) {
         atomic_fetch_add_explicit(&pool->room_waiters, 1, memory_order_seq_cst);
         uint32_t seq = atomic_load_explicit(&pool->room_seq, memory_order_acquire);
         bool pushed = als__queue_push(&pool->q, t);
-        int st = atomic_load_explicit(&pool->state, memory_order_seq_cst);
-        if (!pushed && st == RUNNING) {
+        bool running = atomic_load_explicit(&pool->state, memory_order_seq_cst) == RUNNING;
+        if (!pushed && (running || any_state)) {
             /* The timeout is a backstop for weakly ordered machines only. */
             struct timespec ts = { 0, 50 * 1000 * 1000 };
             syscall(SYS_futex, &pool->room_seq, FUTEX_WAIT_PRIVATE, seq, &ts, NULL, 0);
         }
         atomic_fetch_sub_explicit(&pool->room_waiters, 1, memory_order_relaxed);
         if (pushed)
-            return 0;
-        if (st != RUNNING)
-            return ALS_ESHUTDOWN;
+            return true;
+        if (!running && !any_state)
+            return false;
     }
 }
 
-static int submit(als_pool_t *pool, als_task_fn fn, void *arg,
-                  void (*cancel)(void *), unsigned flags)
+void als__push_accepted(als_pool_t *pool, struct task *t)
 {
-    if (!pool || !fn)
-        return ALS_EINVAL;
+    if (!als__queue_push(&pool->q, t))
+        push_wait(pool, t, true);
+    wake_one(pool);
+}
+
+int als__submit(als_pool_t *pool, const struct als__spec *sp)
+{
     struct worker *w = own_worker(pool);
 
     /* Count first, then look at the state: a shutdown that has begun either
@@ -411,25 +388,37 @@ static int submit(als_pool_t *pool, als_task_fn fn, void *arg,
         atomic_fetch_add_explicit(&pool->ext_submitted, 1, memory_order_seq_cst);
     int st = atomic_load_explicit(&pool->state, memory_order_seq_cst);
     if (ALS__UNLIKELY(st != RUNNING) && !(st == DRAINING && w)) {
+        als__frame_release(sp->frame);
         unaccept(pool, w);
         return ALS_ESHUTDOWN;
     }
 
     struct task *t = task_alloc(pool, w);
     if (!t) {
+        als__frame_release(sp->frame);
         unaccept(pool, w);
         return ALS_ENOMEM;
     }
-    t->frame = flags & ALS_TASK_DETACHED ? &als__empty_frame : als__capture();
+    bool detached = sp->flags & ALS_TASK_DETACHED;
+    t->frame = sp->frame ? sp->frame : detached ? &als__empty_frame : als__capture();
     if (!t->frame) {
         task_recycle(pool, w, t);
         unaccept(pool, w);
         return ALS_ENOMEM;
     }
-    t->fn = fn;
-    t->arg = arg;
-    t->cancel = cancel;
-    t->trigger_id = flags & ALS_TASK_DETACHED ? 0 : als_execution_async_id();
+    t->fn = sp->fn;
+    t->arg = sp->arg;
+    t->cancel = sp->cancel;
+    t->future = sp->future;
+    t->group = sp->group;
+    t->trigger_id = detached ? 0 : als_execution_async_id();
+
+    if (sp->delay_ns) {
+        int rc = als__timer_add(pool, t, sp->delay_ns);
+        if (rc)
+            task_discard(pool, w, t);
+        return rc;
+    }
 
     if (w) {
         /* The newest task goes to this worker's LIFO slot; the one it
@@ -464,10 +453,9 @@ static int submit(als_pool_t *pool, als_task_fn fn, void *arg,
         task_discard(pool, NULL, t);
         return ALS_EFULL;
     }
-    int rc = push_blocking(pool, t);
-    if (rc) {
+    if (!push_wait(pool, t, false)) {
         task_discard(pool, NULL, t);
-        return rc;
+        return ALS_ESHUTDOWN;
     }
     wake_one(pool);
     return 0;
@@ -475,14 +463,102 @@ static int submit(als_pool_t *pool, als_task_fn fn, void *arg,
 
 int als_submit(als_pool_t *pool, als_task_fn fn, void *arg)
 {
-    return submit(pool, fn, arg, NULL, 0);
+    if (!pool || !fn)
+        return ALS_EINVAL;
+    struct als__spec sp = { .fn = fn, .arg = arg };
+    return als__submit(pool, &sp);
 }
 
 int als_submit_task(als_pool_t *pool, const als_task *task)
 {
-    if (!task)
+    if (!pool || !task || !task->fn)
         return ALS_EINVAL;
-    return submit(pool, task->fn, task->arg, task->cancel, task->flags);
+    struct als__spec sp = {
+        .fn = task->fn, .arg = task->arg, .cancel = task->cancel, .flags = task->flags,
+    };
+    return als__submit(pool, &sp);
+}
+
+int als_submit_after(als_pool_t *pool, uint64_t delay_ns, als_task_fn fn, void *arg)
+{
+    if (!pool || !fn)
+        return ALS_EINVAL;
+    struct als__spec sp = { .fn = fn, .arg = arg, .delay_ns = delay_ns };
+    return als__submit(pool, &sp);
+}
+
+/* ---- waiting ---------------------------------------------------------- */
+
+uint64_t als__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t als__deadline(int64_t timeout_ns)
+{
+    if (timeout_ns < 0)
+        return UINT64_MAX;
+    uint64_t now = als__now_ns();
+    return (uint64_t)timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + (uint64_t)timeout_ns;
+}
+
+/* Sleeps on `word` while it equals `seq`, at most until `deadline`. */
+static void futex_wait_until(_Atomic uint32_t *word, uint32_t seq, uint64_t deadline,
+                             uint64_t cap_ns)
+{
+    uint64_t now = als__now_ns();
+    if (deadline <= now)
+        return;
+    uint64_t left = deadline - now;
+    if (left > cap_ns)
+        left = cap_ns;
+    struct timespec ts = { (time_t)(left / 1000000000u), (long)(left % 1000000000u) };
+    syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, seq, &ts, NULL, 0);
+}
+
+void als__wake_waiters(_Atomic uint32_t *word, _Atomic uint32_t *waiting)
+{
+    /* seq_cst pairs with the waiter's increment of *waiting (Dekker): the
+     * completer changed its state with seq_cst before calling this. */
+    if (atomic_load_explicit(waiting, memory_order_seq_cst) == 0)
+        return;
+    atomic_fetch_add_explicit(word, 1, memory_order_release);
+    futex_wake(word, INT_MAX);
+}
+
+int als__wait(bool (*done)(void *), void *ctx, _Atomic uint32_t *word,
+              _Atomic uint32_t *waiting, uint64_t deadline)
+{
+    struct worker *w = self;
+    int rc = 0;
+    atomic_fetch_add_explicit(waiting, 1, memory_order_seq_cst);
+    for (;;) {
+        uint32_t seq = atomic_load_explicit(word, memory_order_acquire);
+        if (done(ctx))
+            break;
+        if (als__now_ns() >= deadline) {
+            rc = ALS_ETIMEDOUT;
+            break;
+        }
+        if (w) {
+            /* Help: run this pool's queued tasks instead of blocking a
+             * thread the awaited work may need. */
+            struct task *t = task_take(w);
+            if (t) {
+                task_run(w, t);
+                continue;
+            }
+            /* Nothing to run: sleep briefly on our own word; new tasks
+             * go to the awake workers or wake the parked ones. */
+            futex_wait_until(word, seq, deadline, 1000000);
+            continue;
+        }
+        futex_wait_until(word, seq, deadline, UINT64_MAX);
+    }
+    atomic_fetch_sub_explicit(waiting, 1, memory_order_relaxed);
+    return rc;
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
@@ -517,6 +593,9 @@ static void pool_release(als_pool_t *pool)
     }
     als__queue_fini(&pool->q);
     als__queue_fini(&pool->free_q);
+    als__free(pool->timers.heap);
+    pthread_cond_destroy(&pool->timers.cv);
+    pthread_mutex_destroy(&pool->timers.mu);
     pthread_cond_destroy(&pool->stop_cv);
     pthread_mutex_destroy(&pool->stop_mu);
     free(pool->workers);
@@ -566,6 +645,12 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     }
     pthread_mutex_init(&pool->stop_mu, NULL);
     pthread_cond_init(&pool->stop_cv, NULL);
+    pthread_mutex_init(&pool->timers.mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&pool->timers.cv, &ca);
+    pthread_condattr_destroy(&ca);
     pool->on_full = o.on_full == ALS_FULL_REJECT ? ALS_FULL_REJECT : ALS_FULL_BLOCK;
     pool->on_error = o.on_error;
     pool->user = o.user;
@@ -617,14 +702,18 @@ int als_pool_shutdown(als_pool_t *pool, int how)
     if (atomic_load_explicit(&pool->state, memory_order_relaxed) < want) {
         atomic_store_explicit(&pool->state, want, memory_order_seq_cst);
         wake_all(pool);
+        als__timers_kick(pool); /* CANCEL: it hands pending timers over */
     }
     if (!pool->joining) {
         /* The first caller joins; later ones (a CANCEL upgrading a DRAIN,
          * or repeated calls) wait for the same end. */
         pool->joining = true;
         pthread_mutex_unlock(&pool->stop_mu);
+        /* Workers end when nothing is in flight, delayed tasks included,
+         * so the timer thread has nothing left when they are gone. */
         for (unsigned i = 0; i < pool->nthreads; i++)
             pthread_join(pool->workers[i].thread, NULL);
+        als__timers_stop(pool);
         pthread_mutex_lock(&pool->stop_mu);
         atomic_store_explicit(&pool->state, STOPPED, memory_order_seq_cst);
         pool->joined = true;

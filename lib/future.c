@@ -1,0 +1,225 @@
+/* Futures and continuations.
+ *
+ * A future completes once, as DONE with a result or CANCELLED. Its
+ * continuations sit on a lock-free list that completion swaps for a "done"
+ * mark: als_future_then either links its continuation before that, and
+ * completion submits it, or finds the mark and submits it itself. Every
+ * continuation runs as a pool task inside the context captured when `then`
+ * was called (a promise reaction's rule), never synchronously.
+ *
+ * References: the caller's handle, plus one held by whatever will complete
+ * the future (its task, or the continuation record of its source), so a
+ * handle may be released at any time from any thread. Cancellation spreads
+ * to continuations iteratively: a chain of a million thens cannot overflow
+ * the stack. */
+#include "pool.h"
+
+enum { PENDING = 0, DONE = 1, CANCELLED = 2 };
+
+struct cont {
+    struct cont *next;
+    struct als_future *target;   /* completed by this continuation (1 ref) */
+    als_pool_t *pool;
+    struct als_snapshot *frame;  /* captured at als_future_then (1 ref) */
+};
+
+#define CONTS_DONE ((struct cont *)(uintptr_t)1)
+
+struct als_future {
+    _Atomic uint32_t refs;
+    _Atomic uint32_t state;
+    _Atomic uint32_t seq;         /* futex word for waiters */
+    _Atomic uint32_t waiting;
+    _Atomic(struct cont *) conts; /* CONTS_DONE once completed */
+    als_fn fn;
+    void *arg;                    /* a continuation's: its source's result */
+    void *result;
+};
+
+static als_future_t *future_new(als_fn fn, void *arg)
+{
+    als_future_t *f = als__malloc(sizeof *f);
+    if (!f)
+        return NULL;
+    atomic_init(&f->refs, 2); /* the caller's handle + its completer */
+    atomic_init(&f->state, PENDING);
+    atomic_init(&f->seq, 0);
+    atomic_init(&f->waiting, 0);
+    atomic_init(&f->conts, NULL);
+    f->fn = fn;
+    f->arg = arg;
+    f->result = NULL;
+    return f;
+}
+
+void als_future_release(als_future_t *f)
+{
+    if (f && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1)
+        als__free(f);
+}
+
+/* Settles f and returns its continuations, oldest first. */
+static struct cont *settle(als_future_t *f, uint32_t state, void *result)
+{
+    f->result = result;
+    atomic_store_explicit(&f->state, state, memory_order_seq_cst);
+    /* acq_rel: continuations linked before are ours to run; a then() that
+     * sees the mark afterwards sees the result. */
+    struct cont *list = atomic_exchange_explicit(&f->conts, CONTS_DONE, memory_order_acq_rel);
+    als__wake_waiters(&f->seq, &f->waiting);
+    struct cont *fifo = NULL;
+    while (list) {
+        struct cont *next = list->next;
+        list->next = fifo;
+        fifo = list;
+        list = next;
+    }
+    return fifo;
+}
+
+/* Cancels each continuation in `work` and, transitively, theirs. */
+static void cancel_all(struct cont *work)
+{
+    while (work) {
+        struct cont *c = work;
+        struct cont *more = settle(c->target, CANCELLED, NULL);
+        work = c->next;
+        if (more) { /* depth-first, iteratively */
+            struct cont *tail = more;
+            while (tail->next)
+                tail = tail->next;
+            tail->next = work;
+            work = more;
+        }
+        als__frame_release(c->frame);
+        als_future_release(c->target);
+        als__free(c);
+    }
+}
+
+/* Submits continuation c with its source's result; the task takes over
+ * c's references. On failure the target is cancelled. */
+static int cont_submit(struct cont *c, void *result)
+{
+    c->target->arg = result;
+    struct als__spec sp = { .frame = c->frame, .future = c->target };
+    int rc = als__submit(c->pool, &sp); /* takes the frame in every case */
+    if (rc) {
+        cancel_all(settle(c->target, CANCELLED, NULL));
+        als_future_release(c->target);
+    }
+    als__free(c);
+    return rc;
+}
+
+static void complete(als_future_t *f, uint32_t state, void *result)
+{
+    struct cont *list = settle(f, state, result);
+    if (state == CANCELLED) {
+        cancel_all(list);
+    } else {
+        while (list) {
+            struct cont *next = list->next;
+            cont_submit(list, result);
+            list = next;
+        }
+    }
+    als_future_release(f); /* the completer's reference */
+}
+
+void als__future_task(struct task *t)
+{
+    als_future_t *f = t->future;
+    complete(f, DONE, f->fn(f->arg));
+}
+
+void als__future_cancelled(als_future_t *f)
+{
+    complete(f, CANCELLED, NULL);
+}
+
+int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future_t **out)
+{
+    if (!pool || !fn || !out)
+        return ALS_EINVAL;
+    als_future_t *f = future_new(fn, arg);
+    if (!f)
+        return ALS_ENOMEM;
+    struct als__spec sp = { .future = f };
+    int rc = als__submit(pool, &sp);
+    if (rc) {
+        als__free(f);
+        return rc;
+    }
+    *out = f;
+    return 0;
+}
+
+static bool pool_accepts(als_pool_t *pool)
+{
+    int st = atomic_load_explicit(&pool->state, memory_order_acquire);
+    return st == RUNNING || (st == DRAINING && als__own_worker(pool));
+}
+
+int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t **out)
+{
+    if (!f || !pool || !fn || !out)
+        return ALS_EINVAL;
+    if (!pool_accepts(pool))
+        return ALS_ESHUTDOWN;
+    als_future_t *g = future_new(fn, NULL);
+    struct cont *c = als__malloc(sizeof *c);
+    struct als_snapshot *frame = g && c ? als__capture() : NULL;
+    if (!frame) {
+        als__free(g);
+        als__free(c);
+        return ALS_ENOMEM;
+    }
+    *c = (struct cont){ .target = g, .pool = pool, .frame = frame };
+
+    struct cont *head = atomic_load_explicit(&f->conts, memory_order_acquire);
+    while (head != CONTS_DONE) {
+        c->next = head;
+        if (atomic_compare_exchange_weak_explicit(&f->conts, &head, c,
+                                                  memory_order_release,
+                                                  memory_order_acquire)) {
+            *out = g; /* f's completion submits it */
+            return 0;
+        }
+    }
+    /* f has completed already: the continuation still runs asynchronously. */
+    c->next = NULL;
+    if (atomic_load_explicit(&f->state, memory_order_acquire) == CANCELLED) {
+        cancel_all(c);
+        *out = g;
+        return 0;
+    }
+    atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed); /* survive a failure */
+    int rc = cont_submit(c, f->result);
+    if (rc) {
+        als_future_release(g);
+        als_future_release(g);
+        return rc;
+    }
+    als_future_release(g);
+    *out = g;
+    return 0;
+}
+
+static bool settled(void *f)
+{
+    return atomic_load_explicit(&((als_future_t *)f)->state, memory_order_seq_cst) != PENDING;
+}
+
+int als_future_wait(als_future_t *f, int64_t timeout_ns, void **result)
+{
+    if (!f)
+        return ALS_EINVAL;
+    if (als__wait(settled, f, &f->seq, &f->waiting, als__deadline(timeout_ns)))
+        return ALS_ETIMEDOUT;
+    if (atomic_load_explicit(&f->state, memory_order_acquire) == CANCELLED)
+        return ALS_ECANCELED;
+    if (result)
+        *result = f->result;
+    return 0;
+}

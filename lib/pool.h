@@ -1,0 +1,134 @@
+/* Pool internals shared by pool.c (workers, submit, lifecycle), timer.c
+ * (delayed tasks), future.c and group.c (composition). See pool.c's top
+ * comment for the design. */
+#ifndef ALS_POOL_H
+#define ALS_POOL_H
+
+#include "internal.h"
+#include "queue.h"
+
+#include <pthread.h>
+
+#define DEFAULT_CAPACITY 4096u
+#define MAX_CAPACITY (1u << 30)
+#define LOCAL_FREE 64   /* records a worker keeps for itself */
+#define LIFO_MAX 32     /* LIFO-slot tasks in a row before looking at the ring */
+#define SPIN 64         /* empty polls before parking */
+
+enum als__pool_state { RUNNING = 0, DRAINING = 1, CANCELLING = 2, STOPPED = 3 };
+
+struct als_future;
+struct als_group;
+
+struct task {
+    struct task *next;            /* free-list link */
+    als_task_fn fn;               /* NULL for a future's task */
+    void *arg;
+    void (*cancel)(void *arg);
+    struct als_snapshot *frame;   /* one reference, consumed by the worker */
+    uint64_t trigger_id;
+    struct als_future *future;    /* completes with the result, or NULL */
+    struct als_group *group;      /* told when the task ends, or NULL */
+};
+
+struct worker {
+    _Alignas(ALS__CACHELINE)
+    /* Written by this worker's thread only (stats read them racily). */
+    _Atomic uint64_t submitted, started, done, failed, cancelled;
+    als_pool_t *pool;
+    struct task *next;            /* LIFO slot: this thread only */
+    unsigned streak;              /* LIFO-slot tasks taken in a row */
+    struct task *free;            /* recycled records: this thread only */
+    unsigned nfree;
+    unsigned index;
+    pthread_t thread;
+};
+
+/* Delayed tasks: a binary min-heap by deadline, one timer thread per pool,
+ * started on the first als_submit_after. */
+struct timer_entry {
+    uint64_t deadline;            /* CLOCK_MONOTONIC ns */
+    uint64_t seq;                 /* FIFO among equal deadlines */
+    struct task *task;
+};
+
+struct als__timers {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;            /* CLOCK_MONOTONIC */
+    struct timer_entry *heap;
+    size_t len, cap;
+    uint64_t seq;
+    bool started, stop;
+    pthread_t thread;
+};
+
+struct als_pool {
+    struct als__queue q;          /* tasks */
+    struct als__queue free_q;     /* recycled task records */
+    _Alignas(ALS__CACHELINE) _Atomic uint64_t ext_submitted; /* outside submits */
+    _Atomic uint64_t rejected;
+    _Alignas(ALS__CACHELINE) _Atomic uint32_t sleepers; /* parked or parking */
+    _Atomic uint32_t waking;      /* a wake-up is on its way */
+    _Atomic uint32_t wake_seq;    /* futex word of parked workers */
+    _Alignas(ALS__CACHELINE) _Atomic uint32_t room_waiters; /* BLOCK submitters */
+    _Atomic uint32_t room_seq;
+    _Atomic uint32_t drain_waiters;
+    _Atomic uint32_t drain_seq;
+    _Atomic int state;
+    pthread_mutex_t stop_mu;      /* shutdown callers only */
+    pthread_cond_t stop_cv;
+    bool joining, joined;
+    enum als_full_policy on_full;
+    void (*on_error)(int task_result, void *arg, void *user);
+    void *user;
+    unsigned nthreads;
+    struct worker *workers;
+    struct als__timers timers;
+    char name[16];
+};
+
+/* What to submit. `frame` NULL: capture the caller's context (or none with
+ * ALS_TASK_DETACHED); otherwise a reference the task takes over. */
+struct als__spec {
+    als_task_fn fn;
+    void *arg;
+    void (*cancel)(void *arg);
+    unsigned flags;
+    struct als_snapshot *frame;
+    struct als_future *future;
+    struct als_group *group;
+    uint64_t delay_ns;            /* > 0: a delayed task */
+};
+
+/* pool.c */
+int als__submit(als_pool_t *pool, const struct als__spec *spec);
+struct worker *als__own_worker(const als_pool_t *pool);
+struct worker *als__self(void);
+/* Pushes an accepted task to the ring, waiting for room whatever the
+ * pool's state (the task was accepted: it must reach a worker). */
+void als__push_accepted(als_pool_t *pool, struct task *t);
+void als__wake_all(als_pool_t *pool);
+/* Waits until done(ctx) is true or the CLOCK_MONOTONIC deadline (ns, or
+ * UINT64_MAX) passes, sleeping on `word` (a futex word the completer bumps
+ * and wakes) while `*waiting` counts this waiter. A worker of a pool runs
+ * its own pool's tasks meanwhile instead of sleeping, so a pool whose
+ * threads all wait cannot deadlock. 0 or ALS_ETIMEDOUT. */
+int als__wait(bool (*done)(void *), void *ctx, _Atomic uint32_t *word,
+              _Atomic uint32_t *waiting, uint64_t deadline);
+/* Wakes waiters of `word` (after the completer changed what done() reads). */
+void als__wake_waiters(_Atomic uint32_t *word, _Atomic uint32_t *waiting);
+uint64_t als__now_ns(void);
+uint64_t als__deadline(int64_t timeout_ns);
+
+/* timer.c */
+int als__timer_add(als_pool_t *pool, struct task *t, uint64_t delay_ns);
+/* Shutdown: let the timer thread go once it has nothing left; join it. */
+void als__timers_stop(als_pool_t *pool);
+void als__timers_kick(als_pool_t *pool);
+
+/* future.c / group.c: called by the worker when a task ends. */
+void als__future_task(struct task *t);            /* runs the future's fn */
+void als__future_cancelled(struct als_future *f);
+void als__group_task_end(struct als_group *g, int rc, bool cancelled);
+
+#endif
