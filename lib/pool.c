@@ -5,9 +5,8 @@
  *   captured frame, and the submitter's execution id (its trigger id). The
  *   reference is taken before the task is published and the worker that runs
  *   (or cancels) the task consumes it: frames need no hazard pointers.
- *   Records are recycled: a worker keeps up to LOCAL_FREE finished records
- *   for the tasks its own tasks submit, and hands the rest to a shared free
- *   queue that outside submitters take from.
+ *   Records are recycled through per-thread caches that trade whole chains
+ *   of records through one global ring (see "task records" below).
  *
  * Queues
  *   One shared bounded MPMC ring (queue.c) plus, per worker, a one-task LIFO
@@ -27,13 +26,19 @@
  *   a drain waiter or the last finishing worker see the other (Dekker).
  *
  * Parking
- *   Idle workers spin briefly, then sleep on a futex (wake_seq). A submitter
- *   that published a task reads `sleepers` with a locked read-modify-write:
- *   on x86-64 a locked instruction is a full barrier, so either the sleeper's
- *   own locked increment comes first and we see it, or our publication is
- *   visible to the sleeper's re-check of the ring. Elsewhere a seq_cst fence
- *   provides the same. `waking` makes a burst of submits issue one wake-up;
- *   the woken worker passes the wake on if work remains.
+ *   Idle workers spin briefly, then sleep on their own futex word after
+ *   setting their bit in the pool's idle mask. A submitter that published a
+ *   task reads the mask with a locked read-modify-write: on x86-64 a locked
+ *   instruction is a full barrier, so either the sleeper's own locked
+ *   announcement comes first and we see it, or our publication is visible
+ *   to the sleeper's re-check of the ring. Elsewhere a seq_cst fence
+ *   provides the same. The waker claims one sleeper by clearing its bit (as
+ *   a condition variable counts signalled waiters), so a burst of submits
+ *   into a parked pool makes one system call per parked worker, not one per
+ *   submit. And while an idle worker is still spinning, submits wake nobody
+ *   (Go's scheduler does the same): the spinner re-checks the ring after it
+ *   stops spinning, before it parks. A woken worker that finds more work queued passes
+ *   the wake-up on, so a burst needs only one waker on the submit side.
  */
 #include "pool.h"
 
@@ -91,26 +96,45 @@ struct worker *als__self(void)
     return self;
 }
 
-/* Full barrier between publishing a task and reading `sleepers`. */
-static uint32_t sleepers_after_publish(als_pool_t *pool)
+/* Reads idle word i with a full barrier after publishing a task. */
+static uint64_t idle_after_publish(als_pool_t *pool, unsigned i)
 {
 #if defined(__x86_64__) || defined(__i386__)
-    return atomic_fetch_add_explicit(&pool->sleepers, 0, memory_order_seq_cst);
+    return atomic_fetch_or_explicit(&pool->idle[i], 0, memory_order_seq_cst);
 #else
     atomic_thread_fence(memory_order_seq_cst);
-    return atomic_load_explicit(&pool->sleepers, memory_order_relaxed);
+    return atomic_load_explicit(&pool->idle[i], memory_order_relaxed);
 #endif
 }
 
-/* Wakes one parked worker if any, unless a wake-up is already on its way. */
+static void worker_wake(struct worker *w)
+{
+    atomic_fetch_add_explicit(&w->wake, 1, memory_order_release);
+    futex_wake(&w->wake, 1);
+}
+
+/* Wakes one parked worker, if any and if no idle worker is spinning (a
+ * spinner will find the task: it re-checks the ring after it stops
+ * spinning). Claims the sleeper by clearing its idle bit, so later submits
+ * of a burst see it gone and make no system call. */
 static void wake_one(als_pool_t *pool)
 {
-    if (sleepers_after_publish(pool) == 0)
-        return;
-    if (atomic_exchange_explicit(&pool->waking, 1, memory_order_acq_rel))
-        return;
-    atomic_fetch_add_explicit(&pool->wake_seq, 1, memory_order_release);
-    futex_wake(&pool->wake_seq, 1);
+    for (unsigned i = 0; i < pool->idle_words; i++) {
+        uint64_t m = idle_after_publish(pool, i);
+        /* Ordered after the locked read above (x86-64) or the fence. */
+        if (m && atomic_load_explicit(&pool->spinning, memory_order_relaxed))
+            return;
+        while (m) {
+            uint64_t bit = m & -m;
+            uint64_t prev = atomic_fetch_and_explicit(&pool->idle[i], ~bit,
+                                                      memory_order_acq_rel);
+            if (prev & bit) {
+                worker_wake(&pool->workers[i * 64 + (unsigned)__builtin_ctzll(bit)]);
+                return;
+            }
+            m = prev & ~bit;
+        }
+    }
 }
 
 static void wake_all(als_pool_t *pool);
@@ -121,10 +145,35 @@ void als__wake_all(als_pool_t *pool)
 
 static void wake_all(als_pool_t *pool)
 {
-    atomic_fetch_add_explicit(&pool->wake_seq, 1, memory_order_seq_cst);
-    futex_wake(&pool->wake_seq, INT_MAX);
+    for (unsigned i = 0; i < pool->nthreads; i++)
+        worker_wake(&pool->workers[i]);
     atomic_fetch_add_explicit(&pool->room_seq, 1, memory_order_seq_cst);
     futex_wake(&pool->room_seq, INT_MAX);
+}
+
+/* The ring. ck_ring's smallest size is 4 (3 entries): a pool asked for a
+ * capacity of 1 or 2 also counts its entries, so that the documented number
+ * of tasks (or one fewer) can wait. Other pools skip the count. */
+static bool ring_push(als_pool_t *pool, struct task *t)
+{
+    if (ALS__UNLIKELY(pool->small_cap) &&
+        atomic_fetch_add_explicit(&pool->small_len, 1, memory_order_relaxed) >= pool->small_cap) {
+        atomic_fetch_sub_explicit(&pool->small_len, 1, memory_order_relaxed);
+        return false;
+    }
+    if (als__queue_push(&pool->q, t))
+        return true;
+    if (pool->small_cap)
+        atomic_fetch_sub_explicit(&pool->small_len, 1, memory_order_relaxed);
+    return false;
+}
+
+static struct task *ring_pop(als_pool_t *pool)
+{
+    struct task *t = als__queue_pop(&pool->q);
+    if (t && ALS__UNLIKELY(pool->small_cap))
+        atomic_fetch_sub_explicit(&pool->small_len, 1, memory_order_relaxed);
+    return t;
 }
 
 /* Accepted tasks not yet finished; never underestimates (see top). */
@@ -159,30 +208,110 @@ static bool idle_watched(als_pool_t *pool)
            atomic_load_explicit(&pool->state, memory_order_seq_cst) != RUNNING;
 }
 
-/* ---- task records ----------------------------------------------------- */
+/* ---- task records ----------------------------------------------------
+ * Records are not tied to a pool. They are allocated in slabs that stay on
+ * a global list for the life of the process (memory bounded by the peak
+ * number of tasks alive at once), so no record is ever unreachable. Each
+ * thread keeps a cache; chains of records move between threads through one
+ * global ring, so the outside submitter of spawn_many and the workers that
+ * finish its tasks trade one ring operation per CHAIN tasks, not per task. */
 
-static struct task *task_alloc(als_pool_t *pool, struct worker *w)
+#define CHAIN 32
+#define SLAB 64
+
+struct slab {
+    struct slab *next;
+    struct task tasks[SLAB];
+};
+
+static struct als__queue chains;
+static pthread_once_t chains_once = PTHREAD_ONCE_INIT;
+static bool chains_ok;
+static pthread_key_t cache_key;
+static pthread_mutex_t slabs_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct slab *slabs;
+
+static _Thread_local struct {
+    struct task *list;
+    unsigned n;
+    bool hooked;
+} cache __attribute__((tls_model("initial-exec")));
+
+/* A chain's length travels in its first record. */
+static void chain_give(struct task *chain, unsigned n)
 {
-    struct task *t;
-    if (w && (t = w->free)) {
-        w->free = t->next;
-        w->nfree--;
-        return t;
+    chain->chain_n = n;
+    if (!als__queue_push(&chains, chain)) {
+        /* Ring full: the records stay on their slabs, unused. */
     }
-    if ((t = als__queue_pop(&pool->free_q)))
-        return t;
-    return als__malloc(sizeof *t);
 }
 
-static void task_recycle(als_pool_t *pool, struct worker *w, struct task *t)
+static void cache_release(void *unused)
 {
-    if (w && w->nfree < LOCAL_FREE) {
-        t->next = w->free;
-        w->free = t;
-        w->nfree++;
-    } else if (!als__queue_push(&pool->free_q, t)) {
-        als__free(t);
+    (void)unused;
+    if (cache.list)
+        chain_give(cache.list, cache.n);
+    cache.list = NULL;
+    cache.n = 0;
+    cache.hooked = false;
+}
+
+static void chains_init(void)
+{
+    chains_ok = als__queue_init(&chains, 4096) == 0 &&
+                pthread_key_create(&cache_key, cache_release) == 0;
+}
+
+static struct task *slab_new(void)
+{
+    struct slab *sl = als__malloc(sizeof *sl);
+    if (!sl)
+        return NULL;
+    pthread_mutex_lock(&slabs_mu);
+    sl->next = slabs;
+    slabs = sl;
+    pthread_mutex_unlock(&slabs_mu);
+    for (unsigned i = 1; i < SLAB - 1; i++)
+        sl->tasks[i].next = &sl->tasks[i + 1];
+    sl->tasks[SLAB - 1].next = cache.list;
+    cache.list = &sl->tasks[1];
+    cache.n += SLAB - 1;
+    return &sl->tasks[0];
+}
+
+static struct task *task_alloc(void)
+{
+    struct task *t = cache.list;
+    if (!t) {
+        t = als__queue_pop(&chains);
+        if (!t)
+            return slab_new();
+        cache.n = t->chain_n;
     }
+    if (ALS__UNLIKELY(!cache.hooked)) /* returned when the thread exits */
+        cache.hooked = pthread_setspecific(cache_key, &cache) == 0;
+    cache.list = t->next;
+    cache.n--;
+    return t;
+}
+
+static void task_recycle(struct task *t)
+{
+    if (ALS__UNLIKELY(!cache.hooked))
+        cache.hooked = pthread_setspecific(cache_key, &cache) == 0;
+    t->next = cache.list;
+    cache.list = t;
+    if (++cache.n < 2 * CHAIN)
+        return;
+    /* Hand CHAIN records to whoever allocates without a cache. */
+    struct task *last = cache.list;
+    for (unsigned i = 1; i < CHAIN; i++)
+        last = last->next;
+    struct task *chain = cache.list;
+    cache.list = last->next;
+    last->next = NULL;
+    cache.n -= CHAIN;
+    chain_give(chain, CHAIN);
 }
 
 /* ---- running tasks ---------------------------------------------------- */
@@ -195,11 +324,13 @@ static void task_finish(struct worker *w, struct task *t, int rc, bool cancelled
     als_pool_t *pool = w->pool;
     struct als_group *g = t->group;
     als__frame_release(t->frame);
-    task_recycle(pool, w, t);
+    task_recycle(t);
     if (g)
         als__group_task_end(g, rc, cancelled);
     bump(&w->done, memory_order_seq_cst);
-    if (ALS__UNLIKELY(idle_watched(pool)))
+    /* Work left in our slot or the ring means the pool is not idle yet;
+     * whoever finishes that work checks again. */
+    if (ALS__UNLIKELY(idle_watched(pool)) && !w->next && als__queue_length(&pool->q) == 0)
         idle_check(pool);
 }
 
@@ -256,15 +387,15 @@ static struct task *task_take(struct worker *w)
     struct task *t = w->next;
     if (t) {
         w->next = NULL;
-        if (++w->streak <= LIFO_MAX)
+        if (++w->streak <= LIFO_MAX || als__queue_length(&pool->q) == 0)
             return t;
-        /* Fairness: give the ring a turn. */
-        if (!als__queue_push(&pool->q, t))
+        /* Fairness: the ring has waited long enough. */
+        if (!ring_push(pool, t))
             return t;
         wake_one(pool);
     }
     w->streak = 0;
-    t = als__queue_pop(&pool->q);
+    t = ring_pop(pool);
     /* Relaxed is enough after ck's successful dequeue CAS, a full barrier on
      * x86-64; a blocked submitter re-checks the ring after announcing
      * itself, and waits with a timeout elsewhere. */
@@ -279,15 +410,20 @@ static struct task *task_take(struct worker *w)
 static void worker_park(struct worker *w)
 {
     als_pool_t *pool = w->pool;
-    uint32_t seq = atomic_load_explicit(&pool->wake_seq, memory_order_acquire);
-    atomic_fetch_add_explicit(&pool->sleepers, 1, memory_order_seq_cst);
+    _Atomic uint64_t *word = &pool->idle[w->index / 64];
+    uint64_t bit = 1ull << (w->index % 64);
+    uint32_t seq = atomic_load_explicit(&w->wake, memory_order_acquire);
+    /* Announce, then re-check (Dekker with idle_after_publish). */
+    atomic_fetch_or_explicit(word, bit, memory_order_seq_cst);
     bool stay = als__queue_length(&pool->q) > 0 ||
                 (atomic_load_explicit(&pool->state, memory_order_seq_cst) != RUNNING &&
                  in_flight(pool) == 0);
     if (!stay)
-        futex_wait(&pool->wake_seq, seq);
-    atomic_fetch_sub_explicit(&pool->sleepers, 1, memory_order_seq_cst);
-    atomic_store_explicit(&pool->waking, 0, memory_order_release);
+        futex_wait(&w->wake, seq);
+    /* A waker that claimed us cleared the bit already; otherwise (work
+     * found, spurious wake, wake_all) we withdraw. A claim racing with the
+     * withdrawal costs one spare wake-up of a worker that is awake. */
+    atomic_fetch_and_explicit(word, ~bit, memory_order_relaxed);
 }
 
 static void *worker_main(void *arg)
@@ -304,16 +440,25 @@ static void *worker_main(void *arg)
     for (;;) {
         struct task *t = task_take(w);
         if (!t) {
+            /* Spin before parking: a submitter that is still producing
+             * then pays no wake-up. Yielding lets it run if it shares our
+             * core (2-core machines run submitter and workers on 2 CPUs). */
+            atomic_fetch_add_explicit(&pool->spinning, 1, memory_order_seq_cst);
             for (int i = 0; i < SPIN && !t; i++) {
-                ALS__CPU_RELAX();
+                if (i % 16 == 15)
+                    sched_yield();
+                else
+                    ALS__CPU_RELAX();
                 if (als__queue_length(&pool->q) > 0)
                     t = task_take(w);
             }
+            /* The last spinner to find work hands the role on while work
+             * remains, so a stream of tasks keeps one worker looking. */
+            if (atomic_fetch_sub_explicit(&pool->spinning, 1, memory_order_seq_cst) == 1 &&
+                t && als__queue_length(&pool->q) > 0)
+                wake_one(pool);
         }
         if (t) {
-            /* Pass a wake-up on while work remains (one wake per burst). */
-            if (als__queue_length(&pool->q) > 0)
-                wake_one(pool);
             task_run(w, t);
             continue;
         }
@@ -342,7 +487,7 @@ static void unaccept(als_pool_t *pool, struct worker *w)
 static void task_discard(als_pool_t *pool, struct worker *w, struct task *t)
 {
     als__frame_release(t->frame);
-    task_recycle(pool, w, t);
+    task_recycle(t);
     unaccept(pool, w);
 }
 
@@ -354,7 +499,7 @@ static bool push_wait(als_pool_t *pool, struct task *t, bool any_state)
     for (;;) {
         atomic_fetch_add_explicit(&pool->room_waiters, 1, memory_order_seq_cst);
         uint32_t seq = atomic_load_explicit(&pool->room_seq, memory_order_acquire);
-        bool pushed = als__queue_push(&pool->q, t);
+        bool pushed = ring_push(pool, t);
         bool running = atomic_load_explicit(&pool->state, memory_order_seq_cst) == RUNNING;
         if (!pushed && (running || any_state)) {
             /* The timeout is a backstop for weakly ordered machines only. */
@@ -371,7 +516,7 @@ static bool push_wait(als_pool_t *pool, struct task *t, bool any_state)
 
 void als__push_accepted(als_pool_t *pool, struct task *t)
 {
-    if (!als__queue_push(&pool->q, t))
+    if (!ring_push(pool, t))
         push_wait(pool, t, true);
     wake_one(pool);
 }
@@ -381,28 +526,36 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
     struct worker *w = own_worker(pool);
 
     /* Count first, then look at the state: a shutdown that has begun either
-     * is seen here, or sees this count and waits for the task (Dekker). */
-    if (w)
-        bump(&w->submitted, memory_order_seq_cst);
-    else
+     * is seen here, or sees this count and waits for the task (Dekker).
+     * A worker's submit needs no fence: the task running it is in flight
+     * until its own `done` store (release, after this count), so nobody can
+     * find the pool idle without seeing this count too. */
+    int st;
+    if (w) {
+        bump(&w->submitted, memory_order_relaxed);
+        st = atomic_load_explicit(&pool->state, memory_order_relaxed);
+    } else {
         atomic_fetch_add_explicit(&pool->ext_submitted, 1, memory_order_seq_cst);
-    int st = atomic_load_explicit(&pool->state, memory_order_seq_cst);
+        st = atomic_load_explicit(&pool->state, memory_order_seq_cst);
+    }
     if (ALS__UNLIKELY(st != RUNNING) && !(st == DRAINING && w)) {
-        als__frame_release(sp->frame);
+        if (sp->frame)
+            als__frame_release(sp->frame);
         unaccept(pool, w);
         return ALS_ESHUTDOWN;
     }
 
-    struct task *t = task_alloc(pool, w);
+    struct task *t = task_alloc();
     if (!t) {
-        als__frame_release(sp->frame);
+        if (sp->frame)
+            als__frame_release(sp->frame);
         unaccept(pool, w);
         return ALS_ENOMEM;
     }
     bool detached = sp->flags & ALS_TASK_DETACHED;
     t->frame = sp->frame ? sp->frame : detached ? &als__empty_frame : als__capture();
     if (!t->frame) {
-        task_recycle(pool, w, t);
+        task_recycle(t);
         unaccept(pool, w);
         return ALS_ENOMEM;
     }
@@ -428,7 +581,7 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
             w->next = t;
             return 0;
         }
-        if (als__queue_push(&pool->q, older)) {
+        if (ring_push(pool, older)) {
             w->next = t;
             wake_one(pool);
             return 0;
@@ -444,7 +597,7 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
         return 0;
     }
 
-    if (ALS__LIKELY(als__queue_push(&pool->q, t))) {
+    if (ALS__LIKELY(ring_push(pool, t))) {
         wake_one(pool);
         return 0;
     }
@@ -574,7 +727,7 @@ static unsigned cpu_count(void)
 
 static unsigned round_pow2(unsigned n)
 {
-    unsigned p = 4; /* ck_ring's minimum */
+    unsigned p = 1;
     while (p < n)
         p <<= 1;
     return p;
@@ -582,23 +735,14 @@ static unsigned round_pow2(unsigned n)
 
 static void pool_release(als_pool_t *pool)
 {
-    struct task *t;
-    while ((t = als__queue_pop(&pool->free_q)))
-        als__free(t);
-    for (unsigned i = 0; i < pool->nthreads; i++) {
-        while ((t = pool->workers[i].free)) {
-            pool->workers[i].free = t->next;
-            als__free(t);
-        }
-    }
     als__queue_fini(&pool->q);
-    als__queue_fini(&pool->free_q);
     als__free(pool->timers.heap);
     pthread_cond_destroy(&pool->timers.cv);
     pthread_mutex_destroy(&pool->timers.mu);
     pthread_cond_destroy(&pool->stop_cv);
     pthread_mutex_destroy(&pool->stop_mu);
     free(pool->workers);
+    free((void *)pool->idle);
     free(pool);
 }
 
@@ -624,22 +768,28 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     unsigned cap = round_pow2(o.queue_capacity ? o.queue_capacity : DEFAULT_CAPACITY);
     unsigned n = o.threads ? o.threads : cpu_count();
 
+    pthread_once(&chains_once, chains_init);
+    if (!chains_ok)
+        return NULL;
     als_pool_t *pool = aligned_zalloc(sizeof *pool);
     if (!pool)
         return NULL;
     pool->workers = aligned_zalloc((size_t)n * sizeof *pool->workers);
-    if (!pool->workers) {
+    pool->idle_words = (n + 63) / 64;
+    pool->idle = aligned_zalloc(pool->idle_words * sizeof *pool->idle);
+    if (!pool->workers || !pool->idle) {
+        free(pool->workers);
+        free((void *)pool->idle);
         free(pool);
         return NULL;
+    }
+    if (cap < 4) { /* see ring_push */
+        pool->small_cap = cap;
+        cap = 4;
     }
     if (als__queue_init(&pool->q, cap)) {
         free(pool->workers);
-        free(pool);
-        return NULL;
-    }
-    if (als__queue_init(&pool->free_q, cap)) {
-        als__queue_fini(&pool->q);
-        free(pool->workers);
+        free((void *)pool->idle);
         free(pool);
         return NULL;
     }

@@ -11,9 +11,8 @@
 
 #define DEFAULT_CAPACITY 4096u
 #define MAX_CAPACITY (1u << 30)
-#define LOCAL_FREE 64   /* records a worker keeps for itself */
 #define LIFO_MAX 32     /* LIFO-slot tasks in a row before looking at the ring */
-#define SPIN 64         /* empty polls before parking */
+#define SPIN 256        /* empty polls before parking (about 20-50 us) */
 
 enum als__pool_state { RUNNING = 0, DRAINING = 1, CANCELLING = 2, STOPPED = 3 };
 
@@ -22,6 +21,7 @@ struct als_group;
 
 struct task {
     struct task *next;            /* free-list link */
+    unsigned chain_n;             /* records in a free chain (first record) */
     als_task_fn fn;               /* NULL for a future's task */
     void *arg;
     void (*cancel)(void *arg);
@@ -35,11 +35,10 @@ struct worker {
     _Alignas(ALS__CACHELINE)
     /* Written by this worker's thread only (stats read them racily). */
     _Atomic uint64_t submitted, started, done, failed, cancelled;
+    _Atomic uint32_t wake;        /* futex word this worker parks on */
     als_pool_t *pool;
     struct task *next;            /* LIFO slot: this thread only */
     unsigned streak;              /* LIFO-slot tasks taken in a row */
-    struct task *free;            /* recycled records: this thread only */
-    unsigned nfree;
     unsigned index;
     pthread_t thread;
 };
@@ -64,12 +63,13 @@ struct als__timers {
 
 struct als_pool {
     struct als__queue q;          /* tasks */
-    struct als__queue free_q;     /* recycled task records */
+    unsigned small_cap;           /* capacity 1 or 2: counted, see ring_push */
+    _Atomic unsigned small_len;
     _Alignas(ALS__CACHELINE) _Atomic uint64_t ext_submitted; /* outside submits */
     _Atomic uint64_t rejected;
-    _Alignas(ALS__CACHELINE) _Atomic uint32_t sleepers; /* parked or parking */
-    _Atomic uint32_t waking;      /* a wake-up is on its way */
-    _Atomic uint32_t wake_seq;    /* futex word of parked workers */
+    _Alignas(ALS__CACHELINE) _Atomic uint32_t spinning; /* idle, not parked */
+    _Atomic uint64_t *idle;       /* bit per parked worker (own lines) */
+    unsigned idle_words;
     _Alignas(ALS__CACHELINE) _Atomic uint32_t room_waiters; /* BLOCK submitters */
     _Atomic uint32_t room_seq;
     _Atomic uint32_t drain_waiters;
