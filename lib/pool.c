@@ -316,22 +316,60 @@ static void task_recycle(struct task *t)
 
 /* ---- running tasks ---------------------------------------------------- */
 
-/* Ends a task: its frame reference first (destroy callbacks run before the
- * task counts as done, so a drain that returns has seen them), then its
- * group, then the count that drain and shutdown watch. */
-static void task_finish(struct worker *w, struct task *t, int rc, bool cancelled)
+/* Publishes what this worker deferred: its frame references first (so
+ * destroy callbacks have run before the tasks count as done, and a drain
+ * that returns has seen them), then the done count drain and shutdown
+ * watch. */
+static void worker_flush(struct worker *w)
 {
+    if (w->held) {
+        als__frame_release_n(w->held, w->held_n);
+        w->held = NULL;
+        w->held_n = 0;
+    }
+    if (!w->done_pending)
+        return;
+    atomic_store_explicit(&w->done,
+                          atomic_load_explicit(&w->done, memory_order_relaxed) + w->done_pending,
+                          memory_order_seq_cst);
+    w->done_pending = 0;
     als_pool_t *pool = w->pool;
-    struct als_group *g = t->group;
-    als__frame_release(t->frame);
-    task_recycle(t);
-    if (g)
-        als__group_task_end(g, rc, cancelled);
-    bump(&w->done, memory_order_seq_cst);
     /* Work left in our slot or the ring means the pool is not idle yet;
      * whoever finishes that work checks again. */
     if (ALS__UNLIKELY(idle_watched(pool)) && !w->next && als__queue_length(&pool->q) == 0)
         idle_check(pool);
+}
+
+/* Ends a task. While more work is queued, a plain task's frame reference
+ * and done count are deferred and published in batches (same frame: one
+ * atomic for up to BATCH tasks, instead of a cache line bouncing between
+ * the submitter and every worker on each task). The worker flushes before
+ * it looks idle, so nothing observable waits on a deferred task: it is
+ * still "in flight" until flushed. Group and future tasks end at once. */
+static void task_finish(struct worker *w, struct task *t, int rc, bool cancelled)
+{
+    struct als_snapshot *f = t->frame;
+    struct als_group *g = t->group;
+    bool plain = !g && !t->future;
+    task_recycle(t);
+    if (f != &als__empty_frame) {
+        if (f != w->held) {
+            if (w->held)
+                als__frame_release_n(w->held, w->held_n);
+            w->held = f;
+            w->held_n = 0;
+        }
+        w->held_n++;
+    }
+    if (g) {
+        worker_flush(w); /* the group's waiter may look at destroy effects */
+        als__group_task_end(g, rc, cancelled);
+    }
+    w->done_pending++;
+    if (plain && w->done_pending < BATCH &&
+        (w->next || als__queue_length(&w->pool->q) > 0))
+        return;
+    worker_flush(w);
 }
 
 static void task_cancel(struct worker *w, struct task *t)
@@ -440,6 +478,7 @@ static void *worker_main(void *arg)
     for (;;) {
         struct task *t = task_take(w);
         if (!t) {
+            worker_flush(w);
             /* Spin before parking: a submitter that is still producing
              * then pays no wake-up. Yielding lets it run if it shares our
              * core (2-core machines run submitter and workers on 2 CPUs). */
@@ -705,6 +744,7 @@ int als__wait(bool (*done)(void *), void *ctx, _Atomic uint32_t *word,
             }
             /* Nothing to run: sleep briefly on our own word; new tasks
              * go to the awake workers or wake the parked ones. */
+            worker_flush(w);
             futex_wait_until(word, seq, deadline, 1000000);
             continue;
         }

@@ -12,6 +12,7 @@
 #define DEFAULT_CAPACITY 4096u
 #define MAX_CAPACITY (1u << 30)
 #define LIFO_MAX 32     /* LIFO-slot tasks in a row before looking at the ring */
+#define BATCH 64        /* tasks a worker may finish before publishing */
 #define SPIN 256        /* empty polls before parking (about 20-50 us) */
 
 enum als__pool_state { RUNNING = 0, DRAINING = 1, CANCELLING = 2, STOPPED = 3 };
@@ -37,6 +38,9 @@ struct worker {
     _Atomic uint64_t submitted, started, done, failed, cancelled;
     _Atomic uint32_t wake;        /* futex word this worker parks on */
     als_pool_t *pool;
+    struct als_snapshot *held;    /* deferred frame references (task_finish) */
+    uint32_t held_n;
+    uint32_t done_pending;        /* finished tasks not yet counted in done */
     struct task *next;            /* LIFO slot: this thread only */
     unsigned streak;              /* LIFO-slot tasks taken in a row */
     unsigned index;
