@@ -116,9 +116,12 @@ ALS_API void *als_get(const als_t *als);
  *  a value like any other. With a NULL store or fn: calls nothing, binds
  *  nothing and returns NULL. Allocates nothing unless something captures
  *  the context inside fn, and binds even then (a failing capture reports
- *  its own error). The one exception: a store created while more than 16
- *  stores are live needs the calling thread's slot table grown once; if
- *  that allocation fails, als_run calls nothing and returns NULL (and a
+ *  its own error). Two exceptions, each at most once per thread: a store
+ *  created while more than 16 stores are live needs the calling thread's
+ *  slot table grown; and the first write inside an entered snapshot (a
+ *  snapshot_run, bound call, resource scope, pool task or als_thread_create
+ *  thread) takes a private table, which the thread then recycles. If that
+ *  allocation fails, als_run calls nothing and returns NULL (and a
  *  destroy-owning store destroys @p value, which it was handed). */
 ALS_API void *als_run(als_t *als, void *value, als_fn fn, void *arg);
 

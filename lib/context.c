@@ -229,14 +229,57 @@ int als__scope_close(struct als__scope *s)
     return 0;
 }
 
+/* `s` (run or exit) ends while an explicit scope opened directly in it is
+ * still open: the thread's table is the abandoned scope's (possibly an
+ * entered frame, which must never be written), and that scope's record may
+ * be gone with its stack. Puts back the table `s` was using, as
+ * als_scope_enter saved it into `s`, and unlinks the undo records of the
+ * abandoned scopes (deeper than `s`: their writes went to their own tables)
+ * so that scope_restore unwinds only what `s` itself wrote. Returns the
+ * unlinked records, whose bindings the caller releases. */
+static struct als__undo *abandon_inner(struct als__scope *s)
+{
+    struct als__undo *deep = NULL;
+    if (!s->owns_frame) /* not saved: cannot happen, see als_scope_enter */
+        return NULL;
+    for (struct als__undo **pp = &T.undo; *pp != s->undo;) {
+        struct als__undo *u = *pp;
+        if (u->depth > s->depth) {
+            /* An enter_with record inside its heap entry: still valid. */
+            *pp = u->next;
+            u->next = deep;
+            deep = u;
+        } else {
+            pp = &u->next;
+        }
+    }
+    if (!T.shared && T.table && T.table != s->table)
+        table_put(T.table); /* the abandoned scope's private copy */
+    T.slots = s->slots;
+    T.n = s->n;
+    T.shared = s->shared;
+    T.entered = s->entered;
+    T.table = s->table;
+    return deep;
+}
+
 void als__scope_end(struct als__scope *s)
 {
-    if (ALS__UNLIKELY(T.scope != s))
+    struct als__undo *deep = NULL;
+    if (ALS__UNLIKELY(T.scope != s)) {
         /* An inner als_scope_enter was never left. The caller's scope is
          * intact (it is ours), so restore from it: the context is exact,
          * only the abandoned scope's holds leak. */
         report("an als_scope_enter inside this scope was never left");
+        if (!s->switched) /* a switched scope saved its table itself */
+            deep = abandon_inner(s);
+    }
     scope_restore(s);
+    for (struct als__undo *u = deep, *next; u; u = next) {
+        next = u->next; /* u lives inside u->owned */
+        if (u->owned)
+            als__binding_release(u->owned);
+    }
 }
 
 /* ---- run, exit, enter_with ------------------------------------------- */

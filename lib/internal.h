@@ -77,6 +77,9 @@ uint64_t als__epoch_next(void);
 /* Whether a binding made at `epoch` for slot `index` is still live: the
  * store exists and was not disabled since. Any thread, no lock. */
 bool als__epoch_live(uint32_t index, uint64_t epoch);
+/* Counts als_disable calls: a capture that sees it change drops cached
+ * frames, which may still hold the disabled store's values. */
+extern _Atomic uint64_t als__disable_gen;
 /* Highest slot index ever handed out + 1 (a sizing hint, relaxed). */
 uint32_t als__slot_count(void);
 
@@ -126,6 +129,8 @@ extern struct als_snapshot als__empty_frame;
 void als__binding_release(struct als__binding *b);
 struct als_snapshot *als__frame_retain(struct als_snapshot *f);
 void als__frame_release(struct als_snapshot *f);
+/* Drops n references at once (n >= 1). */
+void als__frame_release_n(struct als_snapshot *f, uint32_t n);
 
 /* ---- per-thread context (context.c) ----------------------------------- */
 /* A recycled private table for copy-on-write after entering a frame. */

@@ -49,8 +49,10 @@ als_resource_t *als_resource_new(const char *type)
         return NULL;
     }
     memcpy(r->type, type, len);
-    r->async_id = als__async_id_next();
+    /* Trigger first: inside a pool task it may draw the task's lazy id,
+     * which must come before the id of what the task creates. */
     r->trigger_id = als_execution_async_id();
+    r->async_id = als__async_id_next();
     return r;
 }
 

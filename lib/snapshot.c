@@ -41,9 +41,14 @@ struct als_snapshot *als__frame_retain(struct als_snapshot *f)
 
 void als__frame_release(struct als_snapshot *f)
 {
+    als__frame_release_n(f, 1);
+}
+
+void als__frame_release_n(struct als_snapshot *f, uint32_t n)
+{
     if (f == &als__empty_frame)
         return;
-    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+    if (atomic_fetch_sub_explicit(&f->refs, n, memory_order_acq_rel) != n)
         return;
     for (uint32_t i = 0; i < f->n; i++)
         if (f->slots[i])
@@ -112,12 +117,56 @@ static struct als_snapshot *frame_build(void)
     return f;
 }
 
+/* store.c's count of als_disable calls. It belongs in internal.h; it is
+ * declared here only because this fix does not own that header. */
+
+/* The als__disable_gen this thread's cached frames were last checked
+ * against. */
+static _Thread_local uint64_t seen_disable_gen
+    __attribute__((tls_model("initial-exec")));
+
+/* A store was disabled since this thread last looked: its cached frames
+ * (the current one and those saved by open scopes) may hold the store's
+ * values, which captures made from now on must not hold. Drop them all; the
+ * next capture at each level builds a fresh frame. */
+static void drop_caches(uint64_t gen)
+{
+    seen_disable_gen = gen; /* first: releases may run destroy, which may capture */
+    struct als_snapshot *c = T.cache;
+    T.cache = NULL;
+    if (c)
+        als__frame_release(c);
+    for (struct als__scope *s = T.scope; s; s = s->outer) {
+        c = s->cache;
+        s->cache = NULL;
+        if (c)
+            als__frame_release(c);
+    }
+}
+
+/* Whether every binding in `f` is still live. */
+static bool frame_live(const struct als_snapshot *f)
+{
+    for (uint32_t i = 0; i < f->n; i++) {
+        const struct als__binding *b = f->slots[i];
+        if (b && !als__epoch_live(b->index, b->epoch))
+            return false;
+    }
+    return true;
+}
+
 struct als_snapshot *als__capture(void)
 {
-    if (T.shared) /* inside an entered frame, unchanged: it is the context */
-        return als__frame_retain(T.entered);
+    uint64_t gen = atomic_load_explicit(&als__disable_gen, memory_order_acquire);
+    if (ALS__UNLIKELY(gen != seen_disable_gen))
+        drop_caches(gen);
     if (T.cache)
         return als__frame_retain(T.cache);
+    /* Inside an entered frame, unchanged: it is the context, unless it
+     * holds values of a store disabled since (never, if none ever was). */
+    if (T.shared && (ALS__LIKELY(gen == 0) || frame_live(T.entered)))
+        return als__frame_retain(T.entered);
+    /* frame_build only reads a shared table: it holds no stack bindings. */
     struct als_snapshot *f = frame_build();
     if (f && f != &als__empty_frame) {
         T.cache = als__frame_retain(f);
@@ -159,6 +208,26 @@ int als_scope_enter(als_scope_t *scope, als_snapshot_t *snap)
     if (!scope || !snap)
         return ALS_EINVAL;
     struct als__scope *s = (struct als__scope *)(void *)scope;
+    struct als__scope *outer = T.scope;
+    if (outer && !outer->switched) {
+        /* If this scope is never left, the run or exit around it must put
+         * back the table it was using, and this scope's record (which saves
+         * that table) may be gone with its stack by then. So the outer scope
+         * keeps a copy in its table fields, unused by unswitched scopes;
+         * owns_frame, otherwise meaningless for them, marks it valid. The
+         * outer level's cache is dropped rather than handed to this scope,
+         * so that abandoning the scope cannot leak it. */
+        outer->slots = T.slots;
+        outer->n = T.n;
+        outer->shared = T.shared;
+        outer->entered = T.entered;
+        outer->table = T.table;
+        outer->owns_frame = true;
+        struct als_snapshot *cache = T.cache;
+        T.cache = NULL;
+        if (cache)
+            als__frame_release(cache);
+    }
     als__scope_open_frame(s, als__frame_retain(snap), false, 0, 0);
     s->owns_frame = true;
     return 0;

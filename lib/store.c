@@ -25,6 +25,13 @@ static _Atomic(_Atomic uint64_t *) chunks[MAX_CHUNKS];
 static _Atomic uint64_t next_epoch = 1;
 static _Atomic uint32_t slot_count;  /* indices ever handed out */
 
+/* Bumped by every als_disable once the store's cell holds its new epoch.
+ * Captures compare it with the value they saw last to know whether a
+ * cached or entered frame may hold values of a store disabled since (see
+ * als__capture). Release/acquire: whoever sees the new count also sees the
+ * new epoch. */
+_Atomic uint64_t als__disable_gen;
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t *free_slots;         /* recycled indices, under lock */
 static uint32_t free_len, free_cap;
@@ -64,7 +71,10 @@ static int slot_take(uint32_t *out)
     uint32_t i = atomic_load_explicit(&slot_count, memory_order_relaxed);
     if (i >= (uint32_t)MAX_CHUNKS * CHUNK_SIZE)
         return ALS_ENOMEM;
-    if ((i & (CHUNK_SIZE - 1)) == 0) {
+    /* The chunk may exist already: made by an earlier call that failed
+     * afterwards. */
+    if ((i & (CHUNK_SIZE - 1)) == 0 &&
+        !atomic_load_explicit(&chunks[i >> CHUNK_BITS], memory_order_relaxed)) {
         _Atomic uint64_t *c = als__calloc(CHUNK_SIZE, sizeof *c);
         if (!c)
             return ALS_ENOMEM;
@@ -130,6 +140,8 @@ void als_disable(als_t *als)
 {
     /* Relaxed: "from then on" means for whoever is ordered after this call
      * by other synchronisation, and coherence gives them the new epoch. */
-    if (als)
-        atomic_store_explicit(als->epoch, als__epoch_next(), memory_order_relaxed);
+    if (!als)
+        return;
+    atomic_store_explicit(als->epoch, als__epoch_next(), memory_order_relaxed);
+    atomic_fetch_add_explicit(&als__disable_gen, 1, memory_order_release);
 }

@@ -39,8 +39,9 @@ int als_thread_create(pthread_t *thread, const pthread_attr_t *attr,
     }
     st->fn = fn;
     st->arg = arg;
-    st->exec_id = als__async_id_next();
+    /* Trigger first: it may draw a pool task's lazy id (see resource.c). */
     st->trigger_id = als_execution_async_id();
+    st->exec_id = als__async_id_next();
     int rc = pthread_create(thread, attr, thread_main, st);
     if (rc) {
         als__frame_release(st->frame);

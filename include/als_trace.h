@@ -1,0 +1,276 @@
+/** @file
+ * libals trace: W3C Trace Context propagation on top of async-local storage.
+ *
+ * A service receives a `traceparent` header, serves the request on several
+ * threads, logs with the trace id, and calls downstream with a child
+ * `traceparent`. This module gives it everything for that:
+ *
+ *  - parsing, validating and formatting `traceparent` (W3C Trace Context
+ *    level 1, https://www.w3.org/TR/trace-context-1/), with `tracestate`
+ *    passed through as an opaque, length-limited string;
+ *  - fast random trace and span ids (per-thread generator, no lock);
+ *  - a ready-made store holding the *current trace context*: run a function
+ *    inside a context, start child spans, read the context anywhere below;
+ *  - a logging helper prefixing each line with `trace=<32 hex> span=<16 hex>`;
+ *  - inject (current context -> outgoing `traceparent`) and extract
+ *    (incoming header -> context, or a new trace when it is missing or
+ *    invalid, as the spec says).
+ *
+ * The trace context lives in an ordinary store (als_trace_store()), so it
+ * flows wherever libals carries a context: nested calls, snapshots, bound
+ * functions, resources, als_thread_create and pool tasks. Nothing
+ * trace-specific is needed in the pool.
+ *
+ * Ownership
+ * ---------
+ * als_trace_ctx is a plain value: callers own theirs (usually on the
+ * stack) and may copy it with `=`. Functions that bind a context
+ * (als_trace_run, als_trace_run_span, als_trace_enter) bind a private heap
+ * copy; the store owns those copies and frees each exactly once, when the
+ * last scope, snapshot, bound function, resource, thread or queued task
+ * holding it lets go (als_options.destroy). So a caller may pass a context
+ * on its stack and return at once, even if pool tasks inside still run.
+ *
+ * Threads: every function is thread-safe. No hot path takes a lock: the
+ * only ones taken are a thread's one-time generator seeding and the
+ * store's one-time creation (als_new).
+ */
+#ifndef ALS_TRACE_H
+#define ALS_TRACE_H
+
+#include "als.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @defgroup trace Trace context
+ *  @{ */
+
+#define ALS_TRACE_ID_SIZE 16        /**< trace-id bytes */
+#define ALS_SPAN_ID_SIZE 8          /**< parent-id / span-id bytes */
+#define ALS_TRACE_ID_HEX 32         /**< trace-id hex digits */
+#define ALS_SPAN_ID_HEX 16          /**< span-id hex digits */
+/** Length of a version-00 `traceparent` value. */
+#define ALS_TRACEPARENT_LEN 55
+/** Buffer size for a formatted `traceparent` (the value and its NUL). */
+#define ALS_TRACEPARENT_SIZE (ALS_TRACEPARENT_LEN + 1)
+/** Longest `traceparent` value accepted (a higher version may carry more
+ *  fields after the four we know). Anything longer is "prohibitively
+ *  large" in the spec's words and is rejected. */
+#define ALS_TRACEPARENT_MAX 512
+/** Longest `tracestate` kept, in characters (the spec asks to propagate at
+ *  least 512). Longer ones are cut by whole entries; see als_trace_set_state. */
+#define ALS_TRACESTATE_MAX 512
+/** The `sampled` bit of trace-flags. */
+#define ALS_TRACE_FLAG_SAMPLED 0x01u
+
+/** One position in a distributed trace: which trace, which span (the
+ *  current operation), which span caused it, and what to pass along.
+ *  A context is *valid* when trace_id and span_id are both non-zero; every
+ *  function that produces one produces a valid one, or reports an error and
+ *  leaves an all-zero (invalid) context. */
+typedef struct als_trace_ctx {
+    uint8_t trace_id[ALS_TRACE_ID_SIZE];   /**< the whole trace */
+    uint8_t span_id[ALS_SPAN_ID_SIZE];     /**< this operation */
+    /** The span that caused this one (the caller's span-id for an extracted
+     *  context, the enclosing span for a child); all zero for a new root
+     *  and for what als_trace_parse returns. Not sent on the wire. */
+    uint8_t parent_id[ALS_SPAN_ID_SIZE];
+    uint8_t flags;                         /**< trace-flags (ALS_TRACE_FLAG_*) */
+    /** The incoming `tracestate`, opaque, NUL-terminated, "" if none.
+     *  Always printable ASCII (0x20-0x7e and tab): safe to log and to send
+     *  back as a header. */
+    char tracestate[ALS_TRACESTATE_MAX + 1];
+} als_trace_ctx;
+
+/* ---- ids ------------------------------------------------------------- */
+
+/** Fills @p out with a random, non-zero trace id. Uses a per-thread
+ *  xoshiro256** generator seeded from getrandom(2) on the thread's first
+ *  use (and again in a child after fork), so no lock and no system call on
+ *  the hot path. Not for secrets. NULL: no-op. */
+ALS_API void als_trace_random_trace_id(uint8_t out[ALS_TRACE_ID_SIZE]);
+
+/** Fills @p out with a random, non-zero span id; as above. NULL: no-op. */
+ALS_API void als_trace_random_span_id(uint8_t out[ALS_SPAN_ID_SIZE]);
+
+/** Writes @p n bytes of @p id as 2n lower-case hex digits and a NUL into
+ *  @p out (which must hold 2n + 1 chars). Returns 2n, or ALS_EINVAL for a
+ *  NULL argument or an @p n whose 2n does not fit an int (nothing
+ *  written). */
+ALS_API int als_trace_hex(char *out, const uint8_t *id, size_t n);
+
+/** Whether @p ctx is valid (non-NULL, non-zero trace and span ids): 1 or 0. */
+ALS_API int als_trace_valid(const als_trace_ctx *ctx);
+
+/** A new root: random trace and span ids, no parent, flags =
+ *  ALS_TRACE_FLAG_SAMPLED (this library logs every span it runs), empty
+ *  tracestate. Returns 0 or ALS_EINVAL (NULL @p out). */
+ALS_API int als_trace_new_root(als_trace_ctx *out);
+
+/** A child span of @p parent: same trace id, flags and tracestate, a new
+ *  random span id, parent_id = parent's span id. @p out may be @p parent.
+ *  Returns 0, or ALS_EINVAL if either is NULL or @p parent is invalid
+ *  (@p out is then zeroed unless it is @p parent). */
+ALS_API int als_trace_child(const als_trace_ctx *parent, als_trace_ctx *out);
+
+/* ---- the wire format --------------------------------------------------- */
+
+/** Parses a `traceparent` value of @p len bytes (no NUL needed; NULs inside
+ *  are ordinary invalid characters) per W3C Trace Context level 1:
+ *
+ *  - version 00: exactly `00-<32 hex>-<16 hex>-<2 hex>`, 55 characters;
+ *  - a higher version (01..fe), by the spec's forward-compatibility rule:
+ *    at least 55 characters, the same first four fields, then either the
+ *    end or `-` followed by fields we do not interpret (they must be
+ *    visible ASCII, 0x21-0x7e); only the sampled bit of its flags is kept;
+ *  - rejected: version ff, hex that is not lower case, all-zero trace-id or
+ *    parent-id, a field of the wrong length, any other character, and
+ *    values longer than ALS_TRACEPARENT_MAX.
+ *  Spaces and tabs around the value (HTTP's optional whitespace) are
+ *  ignored.
+ *
+ *  On success @p out gets trace_id, span_id = the header's parent-id (the
+ *  caller's span), parent_id = 0, flags, tracestate "" and the call returns
+ *  0. Otherwise it returns ALS_EINVAL and, if @p out is not NULL, zeroes it
+ *  (an invalid context): invalid input never yields a usable context.
+ *  A NULL @p s is invalid whatever @p len. */
+ALS_API int als_trace_parse_n(const char *s, size_t len, als_trace_ctx *out);
+
+/** als_trace_parse_n on a NUL-terminated string. */
+ALS_API int als_trace_parse(const char *s, als_trace_ctx *out);
+
+/** Formats @p ctx as a version-00 `traceparent`:
+ *  `00-<trace_id>-<span_id>-<flags>` (55 characters and a NUL) into @p buf
+ *  of @p size bytes. The span id goes out as the parent-id: the receiver's
+ *  parent is our span. Returns ALS_TRACEPARENT_LEN, or ALS_EINVAL (NULL
+ *  argument, @p size < ALS_TRACEPARENT_SIZE, or an invalid @p ctx), in which
+ *  case @p buf, if it has room, holds "". */
+ALS_API int als_trace_format(const als_trace_ctx *ctx, char *buf, size_t size);
+
+/** Copies @p tracestate into ctx->tracestate, opaque (members are not
+ *  parsed), minus surrounding spaces and tabs. If it is longer than
+ *  ALS_TRACESTATE_MAX it is cut by whole comma-separated entries as the
+ *  spec recommends: entries longer than 128 characters go first, then
+ *  entries from the end. A NULL or empty @p tracestate gives "". Returns
+ *  0; ALS_EINVAL for a NULL @p ctx, or for a value with a character
+ *  outside printable ASCII and tab (ctx->tracestate becomes "": the header
+ *  is dropped rather than forwarded). */
+ALS_API int als_trace_set_state(als_trace_ctx *ctx, const char *tracestate);
+
+/** The receiving side of a call: from the incoming `traceparent` (NULL if
+ *  the request had none) and `tracestate` (NULL if none) makes the context
+ *  of the span that serves the request.
+ *
+ *  - A valid @p traceparent continues that trace: same trace id and flags,
+ *    parent_id = the header's parent-id, a new random span id, and
+ *    @p tracestate kept (see als_trace_set_state; a bad one is dropped
+ *    without affecting the rest). Returns 1.
+ *  - A missing or invalid one starts a new trace, as the spec says
+ *    (als_trace_new_root); @p tracestate is then ignored. Returns 0.
+ *  ALS_EINVAL for a NULL @p out. Never fails otherwise. */
+ALS_API int als_trace_extract(const char *traceparent, const char *tracestate,
+                              als_trace_ctx *out);
+
+/** The calling side: formats the current context (als_trace_get) as the
+ *  `traceparent` to send, into @p buf of @p size bytes. Send
+ *  als_trace_get()->tracestate as `tracestate` if it is not empty.
+ *  Returns ALS_TRACEPARENT_LEN; 0 when there is no current context (@p buf
+ *  holds "" and the caller should send no header); ALS_EINVAL for a NULL
+ *  @p buf or @p size < ALS_TRACEPARENT_SIZE. */
+ALS_API int als_trace_inject(char *buf, size_t size);
+
+/* ---- the current trace context ---------------------------------------- */
+
+/** The store holding the current trace context, created on first use by
+ *  any function of this module (lock-free; racing first calls agree on one
+ *  store). It owns the contexts bound to it (see Ownership above) and
+ *  lives until the process exits: do not als_free it. Use it with the
+ *  generic API if needed (als_exit(als_trace_store(), ...) runs code
+ *  outside any trace). Returns NULL only if creating it failed for lack of
+ *  memory; a later call tries again. */
+ALS_API als_t *als_trace_store(void);
+
+/** The current trace context, or NULL outside any. Borrowed: valid until
+ *  the innermost scope that bound it ends (or, at a thread's top level,
+ *  until als_trace_enter replaces it); copy it (`*ctx`) to keep it. No
+ *  allocation, no lock. */
+ALS_API const als_trace_ctx *als_trace_get(void);
+
+/** Copies the current trace context into @p out. Returns 1 if there is one,
+ *  0 if not (@p out zeroed), ALS_EINVAL for a NULL @p out. */
+ALS_API int als_trace_current(als_trace_ctx *out);
+
+/** Runs fn(arg) with @p ctx (copied; see Ownership) as the current trace
+ *  context, then restores the previous one, like als_run. Stores fn's
+ *  result in @p *result when @p result is not NULL. Returns 0 when fn ran;
+ *  otherwise fn was not called and the call returns ALS_EINVAL (NULL @p ctx
+ *  or @p fn, invalid @p ctx) or ALS_ENOMEM (copy or binding failed). */
+ALS_API int als_trace_run(const als_trace_ctx *ctx, als_fn fn, void *arg,
+                          void **result);
+
+/** Starts a child span of the current context (a new root when there is
+ *  none) and runs fn(arg) in it; same results as als_trace_run. When
+ *  @p span is not NULL it receives a copy of the new span's context (also
+ *  when fn was not called). */
+ALS_API int als_trace_run_span(als_fn fn, void *arg, void **result,
+                               als_trace_ctx *span);
+
+/** Makes a copy of @p ctx the current trace context for the rest of the
+ *  current scope (als_enter_with), e.g. at the top of a pool task or a
+ *  thread. Returns 0, ALS_EINVAL (NULL or invalid @p ctx) or ALS_ENOMEM
+ *  (nothing changed). */
+ALS_API int als_trace_enter(const als_trace_ctx *ctx);
+
+/* ---- logging ----------------------------------------------------------- */
+
+/** Longest log line, newline included; longer lines are cut and end in
+ *  "...\n". */
+#define ALS_TRACE_LOG_LINE_MAX 1024
+/** Length of the prefix als_trace_log_prefix writes:
+ *  "trace=" 32 hex " span=" 16 hex. */
+#define ALS_TRACE_PREFIX_LEN (6 + ALS_TRACE_ID_HEX + 6 + ALS_SPAN_ID_HEX)
+
+/** Writes `trace=<32 hex> span=<16 hex>` for the current context (all
+ *  zeros outside any: the spec's "no id", and it keeps lines fixed-width)
+ *  and a NUL into @p buf of @p size bytes. Returns ALS_TRACE_PREFIX_LEN, or
+ *  ALS_EINVAL (NULL @p buf, @p size <= ALS_TRACE_PREFIX_LEN). */
+ALS_API int als_trace_log_prefix(char *buf, size_t size);
+
+/** Sets the file descriptor log lines go to (initially 2, stderr); the
+ *  caller keeps owning it. Returns the previous one, or ALS_EINVAL for a
+ *  negative @p fd. */
+ALS_API int als_trace_log_set_fd(int fd);
+
+/** Writes one line: the prefix, a space, the printf-style message and a
+ *  newline, with a single write(2), so lines from concurrent threads never
+ *  interleave (pipes: lines up to PIPE_BUF, which ALS_TRACE_LOG_LINE_MAX
+ *  is below; regular files: use O_APPEND when several processes share
+ *  one). A trailing newline in the message is not doubled; newlines inside
+ *  it are written as spaces so a message cannot forge a line of another
+ *  trace. Returns the bytes written, or ALS_EINVAL (NULL @p fmt, a
+ *  formatting error, or the write failed). */
+ALS_API int als_trace_log(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+/** als_trace_log with a va_list. */
+ALS_API int als_trace_logv(const char *fmt, va_list ap)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 0)))
+#endif
+    ;
+/** @} */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ALS_TRACE_H */
