@@ -129,8 +129,7 @@ void als__scope_open(struct als__scope *s)
 {
     s->outer = T.scope;
     s->undo = T.undo;
-    s->cache = T.cache; /* the scope keeps the outer cache for its close */
-    T.cache = NULL;
+    s->cache = als__cache_detach(&T.cache); /* kept for the scope's close */
     s->switched = false;
     s->ids = false;
     s->owns_frame = false;
@@ -181,7 +180,7 @@ static void scope_restore(struct als__scope *s)
             T.slots[u->index] = u->prev;
     T.undo = stop;
 
-    struct als_snapshot *cache = T.cache;
+    struct als__cached cache = T.cache;
     T.cache = s->cache;
     struct als__table *copy = NULL;
     struct als_snapshot *owned = NULL;
@@ -206,8 +205,7 @@ static void scope_restore(struct als__scope *s)
 
     if (copy)
         table_put(copy);
-    if (cache)
-        als__frame_release(cache);
+    als__cache_drop(cache);
     if (owned)
         als__frame_release(owned);
     for (struct als__undo *u = head, *next; u != stop; u = next) {
@@ -394,10 +392,7 @@ int als_enter_with(als_t *als, void *value)
     e->u.owned = &e->b;
     T.slots[i] = &e->b;
 
-    struct als_snapshot *cache = T.cache;
-    T.cache = NULL;
-    if (cache)
-        als__frame_release(cache);
+    als__cache_drop(als__cache_detach(&T.cache));
     if (replaced)
         als__binding_release(replaced);
     return 0;
@@ -416,13 +411,12 @@ static void thread_exit(void *unused)
 {
     (void)unused;
     struct als__undo *head = T.undo;
-    struct als_snapshot *cache = T.cache;
+    struct als__cached cache = T.cache;
     struct als__table *spare = T.spare, *base_heap = T.base_heap;
     struct als__table *copy = !T.shared ? T.table : NULL;
     memset(&T, 0, sizeof T); /* a clean top level, exit_hook cleared */
 
-    if (cache)
-        als__frame_release(cache);
+    als__cache_drop(cache);
     for (struct als__undo *u = head, *next; u; u = next) {
         next = u->next;
         if (u->owned)

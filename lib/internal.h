@@ -144,6 +144,17 @@ struct als__table {
 
 struct als__scope;
 
+/* A thread's cached capture: a frame equal to the current context, owning
+ * 1 + credits references. Captures hand out credits without touching the
+ * frame's shared counter and take CACHE_CREDITS more at a time, so a thread
+ * submitting many tasks in one context does not bounce that counter's
+ * cache line against the workers releasing it. */
+struct als__cached {
+    struct als_snapshot *frame;
+    uint32_t credits;
+};
+#define ALS__CACHE_CREDITS 64
+
 struct als__tls {
     struct als__binding **slots;  /* current table */
     uint32_t n;                   /* its length */
@@ -152,7 +163,7 @@ struct als__tls {
     uint32_t depth;               /* open scopes */
     struct als_snapshot *entered; /* shared: the frame whose table is current */
     struct als__table *table;     /* private heap table in use, NULL: base */
-    struct als_snapshot *cache;   /* private: a frame equal to now, owned */
+    struct als__cached cache;     /* private: a frame equal to now, owned */
     struct als__undo *undo;       /* newest slot write */
     struct als__scope *scope;     /* innermost open scope */
     uint64_t exec_id;             /* 0 means 1: top level */
@@ -172,7 +183,7 @@ extern _Thread_local struct als__tls als__tls
 struct als__scope {
     struct als__scope *outer;
     struct als__undo *undo;
-    struct als_snapshot *cache;
+    struct als__cached cache;
     struct als__binding **slots;
     struct als_snapshot *entered;
     struct als__table *table;
@@ -198,6 +209,22 @@ int als__scope_close(struct als__scope *s);
  * always restores what `s` saved, reporting (debug builds) an inner
  * explicit scope that was never left. */
 void als__scope_end(struct als__scope *s);
+
+/* Takes the current level's cache away (to drop or to keep in a scope). */
+static inline struct als__cached als__cache_detach(struct als__cached *c)
+{
+    struct als__cached out = *c;
+    c->frame = NULL;
+    c->credits = 0;
+    return out;
+}
+
+/* Releases what a detached cache owned. */
+static inline void als__cache_drop(struct als__cached c)
+{
+    if (c.frame)
+        als__frame_release_n(c.frame, 1 + c.credits);
+}
 
 /* Captures the current context (one reference for the caller). NULL if
  * allocation fails. */

@@ -117,9 +117,6 @@ static struct als_snapshot *frame_build(void)
     return f;
 }
 
-/* store.c's count of als_disable calls. It belongs in internal.h; it is
- * declared here only because this fix does not own that header. */
-
 /* The als__disable_gen this thread's cached frames were last checked
  * against. */
 static _Thread_local uint64_t seen_disable_gen
@@ -132,16 +129,9 @@ static _Thread_local uint64_t seen_disable_gen
 static void drop_caches(uint64_t gen)
 {
     seen_disable_gen = gen; /* first: releases may run destroy, which may capture */
-    struct als_snapshot *c = T.cache;
-    T.cache = NULL;
-    if (c)
-        als__frame_release(c);
-    for (struct als__scope *s = T.scope; s; s = s->outer) {
-        c = s->cache;
-        s->cache = NULL;
-        if (c)
-            als__frame_release(c);
-    }
+    als__cache_drop(als__cache_detach(&T.cache));
+    for (struct als__scope *s = T.scope; s; s = s->outer)
+        als__cache_drop(als__cache_detach(&s->cache));
 }
 
 /* Whether every binding in `f` is still live. */
@@ -160,8 +150,16 @@ struct als_snapshot *als__capture(void)
     uint64_t gen = atomic_load_explicit(&als__disable_gen, memory_order_acquire);
     if (ALS__UNLIKELY(gen != seen_disable_gen))
         drop_caches(gen);
-    if (T.cache)
-        return als__frame_retain(T.cache);
+    if (T.cache.frame) {
+        if (ALS__UNLIKELY(T.cache.credits == 0)) {
+            /* Refill: one of the new references goes to the caller. */
+            atomic_fetch_add_explicit(&T.cache.frame->refs, ALS__CACHE_CREDITS,
+                                      memory_order_relaxed);
+            T.cache.credits = ALS__CACHE_CREDITS;
+        }
+        T.cache.credits--;
+        return T.cache.frame;
+    }
     /* Inside an entered frame, unchanged: it is the context, unless it
      * holds values of a store disabled since (never, if none ever was). */
     if (T.shared && (ALS__LIKELY(gen == 0) || frame_live(T.entered)))
@@ -169,7 +167,10 @@ struct als_snapshot *als__capture(void)
     /* frame_build only reads a shared table: it holds no stack bindings. */
     struct als_snapshot *f = frame_build();
     if (f && f != &als__empty_frame) {
-        T.cache = als__frame_retain(f);
+        /* Not yet shared with anyone: plain initialisation. The caller's
+         * reference, the cache's own, and a first batch of credits. */
+        atomic_init(&f->refs, 2 + ALS__CACHE_CREDITS);
+        T.cache = (struct als__cached){ f, ALS__CACHE_CREDITS };
         if (T.depth == 0)
             als__thread_hook(); /* a top-level cache lives until thread exit */
     }
@@ -223,10 +224,7 @@ int als_scope_enter(als_scope_t *scope, als_snapshot_t *snap)
         outer->entered = T.entered;
         outer->table = T.table;
         outer->owns_frame = true;
-        struct als_snapshot *cache = T.cache;
-        T.cache = NULL;
-        if (cache)
-            als__frame_release(cache);
+        als__cache_drop(als__cache_detach(&T.cache));
     }
     als__scope_open_frame(s, als__frame_retain(snap), false, 0, 0);
     s->owns_frame = true;
