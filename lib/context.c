@@ -42,8 +42,15 @@ static uint32_t table_cap(uint32_t need)
     return (c + 15u) & ~15u;
 }
 
+static void table_put(struct als__table *t);
+
 static struct als__table *table_get(uint32_t cap)
 {
+    if (ALS__UNLIKELY(!T.cow_ready)) {
+        T.cow_ready = true;
+        T.cow.t.cap = ALS__BASE_SLOTS;
+        table_put(&T.cow.t);
+    }
     for (struct als__table **pp = &T.spare; *pp; pp = &(*pp)->next) {
         struct als__table *t = *pp;
         if (t->cap >= cap) {
@@ -95,11 +102,15 @@ static int table_grow(uint32_t i)
     uint32_t cap = table_cap(i + 1);
     bool base = !T.table;
     struct als__table *old = base ? T.base_heap : T.table;
-    struct als__table *t = als__realloc(old, sizeof *t + (size_t)cap * sizeof t->slots[0]);
+    bool inline_cow = old == &T.cow.t;
+    struct als__table *t = als__realloc(inline_cow ? NULL : old,
+                                        sizeof *t + (size_t)cap * sizeof t->slots[0]);
     if (!t)
         return ALS_ENOMEM;
-    if (base && !old) /* leaving the inline base table */
-        memcpy(t->slots, T.base, sizeof T.base);
+    if ((base && !old) || inline_cow) /* leaving an inline table */
+        memcpy(t->slots, T.slots, T.n * sizeof t->slots[0]);
+    if (inline_cow)
+        table_put(old);
     memset(t->slots + T.n, 0, (cap - T.n) * sizeof t->slots[0]);
     t->cap = cap;
     T.slots = t->slots;
@@ -412,8 +423,15 @@ static void thread_exit(void *unused)
     (void)unused;
     struct als__undo *head = T.undo;
     struct als__cached cache = T.cache;
-    struct als__table *spare = T.spare, *base_heap = T.base_heap;
-    struct als__table *copy = !T.shared ? T.table : NULL;
+    struct als__table *base_heap = T.base_heap;
+    struct als__table *copy = !T.shared && T.table != &T.cow.t ? T.table : NULL;
+    /* The inline table lives in T, which is cleared below: unlink it. */
+    struct als__table **pp = &T.spare;
+    while (*pp && *pp != &T.cow.t)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = (*pp)->next;
+    struct als__table *spare = T.spare;
     memset(&T, 0, sizeof T); /* a clean top level, exit_hook cleared */
 
     als__cache_drop(cache);

@@ -171,6 +171,15 @@ struct als__tls {
     struct als__table *spare;     /* recycled tables */
     struct als__table *base_heap; /* base table, once grown past inline */
     struct als__binding *base[ALS__BASE_SLOTS];
+    /* A first copy-on-write table, so that writes inside an entered frame
+     * (a pool task's als_run) allocate nothing with up to 16 stores. It
+     * joins the spare list on first use. */
+    bool cow_ready;
+    union {
+        struct als__table t;
+        unsigned char bytes[sizeof(struct als__table) +
+                            ALS__BASE_SLOTS * sizeof(struct als__binding *)];
+    } cow;
 };
 
 /* Initial-exec: one TLS access costs a plain load even inside libals.so
