@@ -21,6 +21,7 @@ struct cont {
     struct als_future *target;   /* completed by this continuation (1 ref) */
     als_pool_t *pool;
     struct als_snapshot *frame;  /* captured at als_future_then (1 ref) */
+    uint64_t trigger_id;         /* execution id of the caller of then */
 };
 
 #define CONTS_DONE ((struct cont *)(uintptr_t)1)
@@ -102,7 +103,10 @@ static void cancel_all(struct cont *work)
 static int cont_submit(struct cont *c, void *result)
 {
     c->target->arg = result;
-    struct als__spec sp = { .frame = c->frame, .future = c->target };
+    struct als__spec sp = {
+        .frame = c->frame, .future = c->target,
+        .trigger_id = c->trigger_id, .no_reject = true,
+    };
     int rc = als__submit(c->pool, &sp); /* takes the frame in every case */
     if (rc) {
         cancel_all(settle(c->target, CANCELLED, NULL));
@@ -175,7 +179,10 @@ int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t *
         als__free(c);
         return ALS_ENOMEM;
     }
-    *c = (struct cont){ .target = g, .pool = pool, .frame = frame };
+    *c = (struct cont){
+        .target = g, .pool = pool, .frame = frame,
+        .trigger_id = als_execution_async_id(),
+    };
 
     struct cont *head = atomic_load_explicit(&f->conts, memory_order_acquire);
     while (head != CONTS_DONE) {

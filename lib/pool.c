@@ -475,8 +475,15 @@ static void *worker_main(void *arg)
     name[15] = '\0';
     pthread_setname_np(pthread_self(), name);
 
+    bool woken = false;
     for (;;) {
         struct task *t = task_take(w);
+        if (t && woken && als__queue_length(&pool->q) > 0)
+            /* Submits that found a spinner or a claimed sleeper woke no
+             * one more: a worker fresh from a park passes the wake-up on
+             * while work remains, one worker per queued task at most. */
+            wake_one(pool);
+        woken = false;
         if (!t) {
             worker_flush(w);
             /* Spin before parking: a submitter that is still producing
@@ -505,6 +512,7 @@ static void *worker_main(void *arg)
             in_flight(pool) == 0)
             break;
         worker_park(w);
+        woken = true;
     }
     wake_all(pool); /* the others see the end too */
     return NULL;
@@ -603,7 +611,9 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
     t->cancel = sp->cancel;
     t->future = sp->future;
     t->group = sp->group;
-    t->trigger_id = detached ? 0 : als_execution_async_id();
+    t->trigger_id = sp->trigger_id ? sp->trigger_id
+                  : detached       ? 0
+                                   : als_execution_async_id();
 
     if (sp->delay_ns) {
         int rc = als__timer_add(pool, t, sp->delay_ns);
@@ -625,7 +635,7 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
             wake_one(pool);
             return 0;
         }
-        if (pool->on_full == ALS_FULL_REJECT) {
+        if (pool->on_full == ALS_FULL_REJECT && !sp->no_reject) {
             atomic_fetch_add_explicit(&pool->rejected, 1, memory_order_relaxed);
             task_discard(pool, w, t);
             return ALS_EFULL;
@@ -640,7 +650,7 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
         wake_one(pool);
         return 0;
     }
-    if (pool->on_full == ALS_FULL_REJECT) {
+    if (pool->on_full == ALS_FULL_REJECT && !sp->no_reject) {
         atomic_fetch_add_explicit(&pool->rejected, 1, memory_order_relaxed);
         task_discard(pool, NULL, t);
         return ALS_EFULL;

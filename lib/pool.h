@@ -102,6 +102,10 @@ struct als__spec {
     struct als_future *future;
     struct als_group *group;
     uint64_t delay_ns;            /* > 0: a delayed task */
+    uint64_t trigger_id;          /* 0: the caller's execution id */
+    bool no_reject;               /* accepted earlier (a continuation):
+                                     a full REJECT pool blocks or runs it
+                                     inline instead of refusing */
 };
 
 /* pool.c */

@@ -10,6 +10,7 @@
 #include "queue.h"
 #include "internal.h"
 
+#include <sched.h>
 #include <stdlib.h>
 
 #ifdef ALS_TSAN_ANNOTATE
@@ -37,10 +38,29 @@ void als__queue_fini(struct als__queue *q)
     q->buf = NULL;
 }
 
+/* ck_ring_enqueue_mpmc, with a politer commit. After reserving its ticket a
+ * producer must wait until every earlier producer has committed; ck spins
+ * for that. A producer preempted between reserve and commit then makes all
+ * later producers spin out whole time slices: with many submitter threads
+ * on few CPUs that convoy stalled the pool for seconds. We spin briefly,
+ * then yield the CPU, which is what the preempted producer needs. */
 bool als__queue_push(struct als__queue *q, void *item)
 {
+    unsigned ticket;
+    ck_ring_buffer_t *slot = ck_ring_enqueue_reserve_mpmc(&q->ring, q->buf, &ticket);
+    if (!slot)
+        return false;
     RELEASE(item);
-    return ck_ring_enqueue_mpmc(&q->ring, q->buf, item);
+    ck_pr_store_ptr(&slot->value, item);
+    for (unsigned spins = 0; ck_pr_load_uint(&q->ring.p_tail) != ticket; spins++) {
+        if (spins < 64)
+            ck_pr_stall();
+        else
+            sched_yield();
+    }
+    ck_pr_fence_store();
+    ck_pr_store_uint(&q->ring.p_tail, ticket + 1);
+    return true;
 }
 
 void *als__queue_pop(struct als__queue *q)
