@@ -37,7 +37,7 @@ cmake --build "$build" -j"$(nproc)" --target "${programs[@]}" >"$build.build.log
     exit 1
 }
 
-export TSAN_OPTIONS="halt_on_error=1:history_size=7:second_deadlock_stack=1:suppressions=$root/tsan.supp"
+export TSAN_OPTIONS="halt_on_error=1:history_size=7:second_deadlock_stack=1"
 logs="$build/long-logs"
 mkdir -p "$logs"
 total=$((minutes * 60))
