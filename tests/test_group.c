@@ -47,52 +47,7 @@ extern long als__test_fail_alloc(long n, bool sticky) __attribute__((weak));
 
 /* ---- helpers ---------------------------------------------------------- */
 
-struct gate {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int arrived;
-    int open;
-};
-
-static void gate_init(struct gate *g)
-{
-    pthread_mutex_init(&g->mu, NULL);
-    pthread_cond_init(&g->cv, NULL);
-    g->arrived = 0;
-    g->open = 0;
-}
-
-static void gate_destroy(struct gate *g)
-{
-    pthread_cond_destroy(&g->cv);
-    pthread_mutex_destroy(&g->mu);
-}
-
-static void gate_pass(struct gate *g)
-{
-    pthread_mutex_lock(&g->mu);
-    g->arrived++;
-    pthread_cond_broadcast(&g->cv);
-    while (!g->open)
-        pthread_cond_wait(&g->cv, &g->mu);
-    pthread_mutex_unlock(&g->mu);
-}
-
-static void gate_await_arrivals(struct gate *g, int n)
-{
-    pthread_mutex_lock(&g->mu);
-    while (g->arrived < n)
-        pthread_cond_wait(&g->cv, &g->mu);
-    pthread_mutex_unlock(&g->mu);
-}
-
-static void gate_open(struct gate *g)
-{
-    pthread_mutex_lock(&g->mu);
-    g->open = 1;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
-}
+#include "gate.h"
 
 static int gate_task(void *arg)
 {
