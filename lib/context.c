@@ -20,8 +20,8 @@ void *als_get(const als_t *als)
     if (ALS__UNLIKELY(!als))
         return NULL;
     uint32_t i = als->index;
-    if (ALS__LIKELY(i < T.n)) {
-        const struct als__binding *b = T.slots[i];
+    if (ALS__LIKELY(i < T.v.n)) {
+        const struct als__binding *b = T.v.slots[i];
         /* Relaxed: a disable ordered before us by other synchronisation is
          * seen through coherence; a concurrent one may go either way. */
         if (b && b->epoch == atomic_load_explicit(als->epoch, memory_order_relaxed))
@@ -76,50 +76,50 @@ static void table_put(struct als__table *t)
  * with room for slot i. */
 static int table_copy(uint32_t i)
 {
-    const struct als_snapshot *f = T.entered;
+    const struct als_snapshot *f = T.v.entered;
     uint32_t need = f->n > i ? f->n : i + 1;
     struct als__table *t = table_get(table_cap(need));
     if (!t)
         return ALS_ENOMEM;
     memcpy(t->slots, f->slots, f->n * sizeof t->slots[0]);
     memset(t->slots + f->n, 0, (t->cap - f->n) * sizeof t->slots[0]);
-    T.slots = t->slots;
-    T.n = t->cap;
-    T.shared = false;
-    T.table = t;
+    T.v.slots = t->slots;
+    T.v.n = t->cap;
+    T.v.shared = false;
+    T.v.table = t;
     return 0;
 }
 
 /* The current private table is too small for slot i. */
 static int table_grow(uint32_t i)
 {
-    if (!T.table && !T.slots) { /* first write on this thread */
-        T.slots = T.base;
-        T.n = ALS__BASE_SLOTS;
-        if (i < T.n)
+    if (!T.v.table && !T.v.slots) { /* first write on this thread */
+        T.v.slots = T.base;
+        T.v.n = ALS__BASE_SLOTS;
+        if (i < T.v.n)
             return 0;
     }
     uint32_t cap = table_cap(i + 1);
-    bool base = !T.table;
-    struct als__table *old = base ? T.base_heap : T.table;
+    bool base = !T.v.table;
+    struct als__table *old = base ? T.base_heap : T.v.table;
     bool inline_cow = old == &T.cow.t;
     struct als__table *t = als__realloc(inline_cow ? NULL : old,
                                         sizeof *t + (size_t)cap * sizeof t->slots[0]);
     if (!t)
         return ALS_ENOMEM;
     if ((base && !old) || inline_cow) /* leaving an inline table */
-        memcpy(t->slots, T.slots, T.n * sizeof t->slots[0]);
+        memcpy(t->slots, T.v.slots, T.v.n * sizeof t->slots[0]);
     if (inline_cow)
         table_put(old);
-    memset(t->slots + T.n, 0, (cap - T.n) * sizeof t->slots[0]);
+    memset(t->slots + T.v.n, 0, (cap - T.v.n) * sizeof t->slots[0]);
     t->cap = cap;
-    T.slots = t->slots;
-    T.n = cap;
+    T.v.slots = t->slots;
+    T.v.n = cap;
     if (base) {
         T.base_heap = t;
         als__thread_hook();
     } else {
-        T.table = t;
+        T.v.table = t;
     }
     return 0;
 }
@@ -127,9 +127,9 @@ static int table_grow(uint32_t i)
 /* Makes slot i of the current table writable. 0 or ALS_ENOMEM. */
 static int slot_writable(uint32_t i)
 {
-    if (ALS__UNLIKELY(T.shared))
+    if (ALS__UNLIKELY(T.v.shared))
         return table_copy(i);
-    if (ALS__UNLIKELY(i >= T.n))
+    if (ALS__UNLIKELY(i >= T.v.n))
         return table_grow(i);
     return 0;
 }
@@ -153,16 +153,10 @@ void als__scope_open_frame(struct als__scope *s, struct als_snapshot *f,
 {
     als__scope_open(s);
     s->switched = true;
-    s->slots = T.slots;
-    s->n = T.n;
-    s->shared = T.shared;
-    s->entered = T.entered;
-    s->table = T.table;
-    T.slots = f->slots;
-    T.n = f->n;
-    T.shared = true;
-    T.entered = f;
-    T.table = NULL;
+    s->v = T.v;
+    T.v = (struct als__view){
+        .slots = f->slots, .entered = f, .table = NULL, .n = f->n, .shared = true,
+    };
     if (ids) {
         s->ids = true;
         s->exec_id = T.exec_id;
@@ -188,7 +182,7 @@ static void scope_restore(struct als__scope *s)
     struct als__undo *head = T.undo, *stop = s->undo;
     if (!s->switched) /* a switched scope's table is discarded whole */
         for (struct als__undo *u = head; u != stop; u = u->next)
-            T.slots[u->index] = u->prev;
+            T.v.slots[u->index] = u->prev;
     T.undo = stop;
 
     struct als__cached cache = T.cache;
@@ -196,15 +190,11 @@ static void scope_restore(struct als__scope *s)
     struct als__table *copy = NULL;
     struct als_snapshot *owned = NULL;
     if (s->switched) {
-        if (!T.shared && T.table)
-            copy = T.table;
+        if (!T.v.shared && T.v.table)
+            copy = T.v.table;
         if (s->owns_frame)
-            owned = T.entered;
-        T.slots = s->slots;
-        T.n = s->n;
-        T.shared = s->shared;
-        T.entered = s->entered;
-        T.table = s->table;
+            owned = T.v.entered;
+        T.v = s->v;
     }
     if (s->ids) {
         T.exec_id = s->exec_id;
@@ -262,13 +252,9 @@ static struct als__undo *abandon_inner(struct als__scope *s)
             pp = &u->next;
         }
     }
-    if (!T.shared && T.table && T.table != s->table)
-        table_put(T.table); /* the abandoned scope's private copy */
-    T.slots = s->slots;
-    T.n = s->n;
-    T.shared = s->shared;
-    T.entered = s->entered;
-    T.table = s->table;
+    if (!T.v.shared && T.v.table && T.v.table != s->v.table)
+        table_put(T.v.table); /* the abandoned scope's private copy */
+    T.v = s->v;
     return deep;
 }
 
@@ -313,9 +299,9 @@ void *als_run(als_t *als, void *value, als_fn fn, void *arg)
         .kind = ALS__STACK,
     };
     struct als__undo u = {
-        .next = T.undo, .prev = T.slots[i], .index = i, .depth = T.depth,
+        .next = T.undo, .prev = T.v.slots[i], .index = i, .depth = T.depth,
     };
-    T.slots[i] = &b;
+    T.v.slots[i] = &b;
     T.undo = &u;
 
     void *result = fn(arg);
@@ -333,7 +319,7 @@ void *als_exit(als_t *als, als_fn fn, void *arg)
     if (!als || !fn)
         return NULL;
     uint32_t i = als->index;
-    bool bound = i < T.n && T.slots[i];
+    bool bound = i < T.v.n && T.v.slots[i];
     if (bound && ALS__UNLIKELY(slot_writable(i)))
         return NULL;
     struct als__scope s;
@@ -341,9 +327,9 @@ void *als_exit(als_t *als, als_fn fn, void *arg)
     struct als__undo u;
     if (bound) {
         u = (struct als__undo){
-            .next = T.undo, .prev = T.slots[i], .index = i, .depth = T.depth,
+            .next = T.undo, .prev = T.v.slots[i], .index = i, .depth = T.depth,
         };
-        T.slots[i] = NULL;
+        T.v.slots[i] = NULL;
         T.undo = &u;
     }
     void *result = fn(arg);
@@ -386,7 +372,7 @@ int als_enter_with(als_t *als, void *value)
         .destroy = als->destroy,
         .kind = ALS__ENTRY,
     };
-    struct als__binding *cur = T.slots[i], *replaced = NULL;
+    struct als__binding *cur = T.v.slots[i], *replaced = NULL;
     struct als__undo **link = cur && cur->kind == ALS__ENTRY ? scope_record(cur) : NULL;
     if (link) {
         /* A second enter_with in the same scope replaces the first, so a
@@ -401,7 +387,7 @@ int als_enter_with(als_t *als, void *value)
         T.undo = &e->u;
     }
     e->u.owned = &e->b;
-    T.slots[i] = &e->b;
+    T.v.slots[i] = &e->b;
 
     als__cache_drop(als__cache_detach(&T.cache));
     if (replaced)
@@ -424,7 +410,7 @@ static void thread_exit(void *unused)
     struct als__undo *head = T.undo;
     struct als__cached cache = T.cache;
     struct als__table *base_heap = T.base_heap;
-    struct als__table *copy = !T.shared && T.table != &T.cow.t ? T.table : NULL;
+    struct als__table *copy = !T.v.shared && T.v.table != &T.cow.t ? T.v.table : NULL;
     /* The inline table lives in T, which is cleared below: unlink it. */
     struct als__table **pp = &T.spare;
     while (*pp && *pp != &T.cow.t)

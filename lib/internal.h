@@ -144,6 +144,17 @@ struct als__table {
 
 struct als__scope;
 
+/* Which table is current. Saved and restored whole by scopes: copying it
+ * field by field let the compiler merge narrow stores into wide loads,
+ * which stalled store forwarding on every pool task (measured). */
+struct als__view {
+    struct als__binding **slots;  /* the table */
+    struct als_snapshot *entered; /* shared: the frame whose table it is */
+    struct als__table *table;     /* private heap table in use, NULL: base */
+    uint32_t n;                   /* its length */
+    bool shared;                  /* slots belong to `entered` (read only) */
+};
+
 /* A thread's cached capture: a frame equal to the current context, owning
  * 1 + credits references. Captures hand out credits without touching the
  * frame's shared counter and take CACHE_CREDITS more at a time, so a thread
@@ -156,13 +167,9 @@ struct als__cached {
 #define ALS__CACHE_CREDITS 64
 
 struct als__tls {
-    struct als__binding **slots;  /* current table */
-    uint32_t n;                   /* its length */
-    bool shared;                  /* slots belong to `entered` (read only) */
+    struct als__view v;           /* the current table */
     bool exit_hook;               /* thread-exit cleanup registered */
     uint32_t depth;               /* open scopes */
-    struct als_snapshot *entered; /* shared: the frame whose table is current */
-    struct als__table *table;     /* private heap table in use, NULL: base */
     struct als__cached cache;     /* private: a frame equal to now, owned */
     struct als__undo *undo;       /* newest slot write */
     struct als__scope *scope;     /* innermost open scope */
@@ -193,13 +200,9 @@ struct als__scope {
     struct als__scope *outer;
     struct als__undo *undo;
     struct als__cached cache;
-    struct als__binding **slots;
-    struct als_snapshot *entered;
-    struct als__table *table;
+    struct als__view v;           /* switched scopes: the table to restore */
     uint64_t exec_id, trigger_id;
-    uint32_t n;
     uint32_t depth;               /* 0 once closed */
-    bool shared;
     bool switched;
     bool ids;
     bool owns_frame;              /* als_scope_enter: release `entered` */

@@ -58,8 +58,10 @@ bool als__queue_push(struct als__queue *q, void *item)
         else
             sched_yield();
     }
-    ck_pr_fence_store();
-    ck_pr_store_uint(&q->ring.p_tail, ticket + 1);
+    /* A locked exchange rather than ck's plain store: it orders the commit
+     * before any later load (x86-64), which the pool's wake-up check
+     * relies on (see queue.h). */
+    ck_pr_fas_uint(&q->ring.p_tail, ticket + 1);
     return true;
 }
 

@@ -20,7 +20,9 @@ struct als__queue {
  * 0 or ALS_ENOMEM. */
 int als__queue_init(struct als__queue *q, unsigned size);
 void als__queue_fini(struct als__queue *q);
-/* false when full. `item` must not be NULL. */
+/* false when full. `item` must not be NULL. A successful push ends with a
+ * locked instruction: on x86-64 a full barrier between publishing the item
+ * and the caller's next load. */
 bool als__queue_push(struct als__queue *q, void *item);
 /* NULL when empty. */
 void *als__queue_pop(struct als__queue *q);

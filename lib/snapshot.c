@@ -61,8 +61,8 @@ void als__frame_release_n(struct als_snapshot *f, uint32_t n)
 static struct als_snapshot *frame_build(void)
 {
     uint32_t n = 0;
-    for (uint32_t i = 0; i < T.n; i++) {
-        const struct als__binding *b = T.slots[i];
+    for (uint32_t i = 0; i < T.v.n; i++) {
+        const struct als__binding *b = T.v.slots[i];
         /* Bindings of disabled or freed stores are dropped here, so that
          * new captures stop holding them. */
         if (b && als__epoch_live(b->index, b->epoch))
@@ -75,7 +75,7 @@ static struct als_snapshot *frame_build(void)
     if (!f)
         return NULL;
     for (uint32_t i = 0; i < n; i++) {
-        struct als__binding *b = T.slots[i];
+        struct als__binding *b = T.v.slots[i];
         f->slots[i] = NULL;
         if (!b || !als__epoch_live(b->index, b->epoch))
             continue;
@@ -87,7 +87,7 @@ static struct als_snapshot *frame_build(void)
         struct als__binding *h = als__malloc(sizeof *h);
         if (!h) {
             for (uint32_t j = 0; j < i; j++)
-                if (f->slots[j] && f->slots[j] != T.slots[j])
+                if (f->slots[j] && f->slots[j] != T.v.slots[j])
                     als__free(f->slots[j]);
             als__free(f);
             return NULL;
@@ -104,12 +104,12 @@ static struct als_snapshot *frame_build(void)
         struct als__binding *h = f->slots[i];
         if (!h)
             continue;
-        if (h == T.slots[i]) {
+        if (h == T.v.slots[i]) {
             atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
         } else {
             atomic_init(&h->refs, 2);
-            T.slots[i]->heap = h;
-            T.slots[i] = h;
+            T.v.slots[i]->heap = h;
+            T.v.slots[i] = h;
         }
     }
     f->n = n;
@@ -151,6 +151,8 @@ struct als_snapshot *als__capture(void)
     if (ALS__UNLIKELY(gen != seen_disable_gen))
         drop_caches(gen);
     if (T.cache.frame) {
+        if (T.cache.frame == &als__empty_frame)
+            return T.cache.frame; /* uncounted: no credits needed */
         if (ALS__UNLIKELY(T.cache.credits == 0)) {
             /* Refill: one of the new references goes to the caller. */
             atomic_fetch_add_explicit(&T.cache.frame->refs, ALS__CACHE_CREDITS,
@@ -162,11 +164,15 @@ struct als_snapshot *als__capture(void)
     }
     /* Inside an entered frame, unchanged: it is the context, unless it
      * holds values of a store disabled since (never, if none ever was). */
-    if (T.shared && (ALS__LIKELY(gen == 0) || frame_live(T.entered)))
-        return als__frame_retain(T.entered);
+    if (T.v.shared && (ALS__LIKELY(gen == 0) || frame_live(T.v.entered)))
+        return als__frame_retain(T.v.entered);
     /* frame_build only reads a shared table: it holds no stack bindings. */
     struct als_snapshot *f = frame_build();
-    if (f && f != &als__empty_frame) {
+    if (f == &als__empty_frame) {
+        /* Cached too, so that submits from an empty context skip the
+         * table scan (releasing the empty frame is a no-op). */
+        T.cache = (struct als__cached){ f, 0 };
+    } else if (f) {
         /* Not yet shared with anyone: plain initialisation. The caller's
          * reference, the cache's own, and a first batch of credits. */
         atomic_init(&f->refs, 2 + ALS__CACHE_CREDITS);
@@ -218,11 +224,7 @@ int als_scope_enter(als_scope_t *scope, als_snapshot_t *snap)
          * owns_frame, otherwise meaningless for them, marks it valid. The
          * outer level's cache is dropped rather than handed to this scope,
          * so that abandoning the scope cannot leak it. */
-        outer->slots = T.slots;
-        outer->n = T.n;
-        outer->shared = T.shared;
-        outer->entered = T.entered;
-        outer->table = T.table;
+        outer->v = T.v;
         outer->owns_frame = true;
         als__cache_drop(als__cache_detach(&T.cache));
     }

@@ -1,0 +1,865 @@
+/*
+ * bench/pool: the libals worker pool against the pools a C programmer
+ * would otherwise use, side by side in one run.
+ *
+ *   pool [--json] [--json-out FILE] [--quick] [--threads N] [--reps N] [--tasks N]
+ *        [--chain N] [--fanout N] [--samples N] [--gap-us N]
+ *        [--settle-ms N] [--scenarios LIST] [--backends LIST]
+ *
+ * Scenarios (sizes are options so that CI and tests can run tiny ones):
+ *   spawn_many  --tasks empty tasks submitted from one thread, then wait
+ *   chained     each task submits the next, --chain deep
+ *   fanout      a binary tree of tasks, --fanout in all (node i submits
+ *               nodes 2i+1 and 2i+2 when they exist)
+ *   ctx0, ctx4  spawn_many whose tasks read four values, bound in 0 or 4
+ *               stores around the submit loop: with libals the tasks read
+ *               them with als_get (capture, enter and leave are what is
+ *               measured); the baselines cannot carry a context, so they
+ *               are handed a pointer to the four values, as a user of them
+ *               would do by hand
+ *   latency     submit-to-start latency of an idle pool: --samples tasks,
+ *               one at a time, with an idle gap of --gap-us after each
+ *               so that the workers park between samples
+ *
+ * Method: every backend gets the same number of worker threads (default:
+ * the CPUs this process may run on). Each backend has one warm-up run per
+ * scenario, then --reps runs interleaved backend by backend (so drifting
+ * noise on a shared VM hits all backends alike), with --settle-ms of sleep
+ * between runs so a runtime still spinning after its run (libgomp) does
+ * not steal CPU from the next. The median run is reported. Latency samples
+ * are likewise taken in --reps interleaved chunks and pooled. Every run
+ * checks that exactly the expected number of tasks ran.
+ *
+ * Ratios are "how many times better libals is" (> 1: libals ahead): for
+ * throughput libals's tasks/s over the baseline's, for latency the
+ * baseline's latency over libals's.
+ */
+#include "baseline_mutex_pool.h"
+#include "bench_util.h"
+#include "pool_backend.h"
+
+#include <als.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- backends: libals and the mutex pool ------------------------------- */
+
+static void *als_backend_create(unsigned threads)
+{
+    als_pool_options o = {.threads = threads, .name = "bench"};
+    return als_pool_new(&o);
+}
+
+static void als_backend_destroy(void *pool)
+{
+    als_pool_free(pool);
+}
+
+static int als_backend_submit(void *pool, bench_task_fn fn, void *arg)
+{
+    return als_submit(pool, fn, arg);
+}
+
+static void als_backend_run(void *pool, bench_task_fn fn, void (*body)(void *), void *ctx)
+{
+    (void)fn;
+    body(ctx);
+    if (als_pool_drain(pool) != 0) {
+        fprintf(stderr, "als_pool_drain failed\n");
+        exit(1);
+    }
+}
+
+const bench_backend bench_backend_libals = {
+    .name = "libals",
+    .label = "libals " ALS_VERSION_STRING " pool (als_submit, als_pool_drain)",
+    .submitter_in_team = false,
+    .create = als_backend_create,
+    .destroy = als_backend_destroy,
+    .submit = als_backend_submit,
+    .run = als_backend_run,
+};
+
+static void *mutex_backend_create(unsigned threads)
+{
+    return mutex_pool_new(threads);
+}
+
+static void mutex_backend_destroy(void *pool)
+{
+    mutex_pool_free(pool);
+}
+
+static int mutex_backend_submit(void *pool, bench_task_fn fn, void *arg)
+{
+    return mutex_pool_submit(pool, fn, arg);
+}
+
+static void mutex_backend_run(void *pool, bench_task_fn fn, void (*body)(void *), void *ctx)
+{
+    (void)fn;
+    body(ctx);
+    mutex_pool_wait(pool);
+}
+
+const bench_backend bench_backend_mutex = {
+    .name = "mutex",
+    .label = "mutex+condvar pool, one FIFO (bench/baseline_mutex_pool.c)",
+    .submitter_in_team = false,
+    .create = mutex_backend_create,
+    .destroy = mutex_backend_destroy,
+    .submit = mutex_backend_submit,
+    .run = mutex_backend_run,
+};
+
+static const bench_backend *const all_backends[] = {
+    &bench_backend_libals,
+    &bench_backend_mutex,
+#ifdef BENCH_HAVE_GLIB
+    &bench_backend_glib,
+#endif
+#ifdef BENCH_HAVE_OPENMP
+    &bench_backend_openmp,
+#endif
+};
+#define NALL (sizeof all_backends / sizeof all_backends[0])
+
+/* ---- counting executed tasks ------------------------------------------ */
+
+/* Every task counts itself, so each run can check that exactly the
+ * expected tasks ran. A shared atomic counter would add a contended cache
+ * line to every task and distort the very thing measured, so each thread
+ * counts in its own padded slot, claimed on its first task of a run. The
+ * slots are static memory, not thread-local storage, so they stay readable
+ * if a baseline's thread exits before the sum (GLib retires idle threads). */
+#define MAX_COUNTERS 1024
+
+struct counter {
+    _Alignas(64) uint64_t n;
+};
+
+static struct counter counters[MAX_COUNTERS];
+static size_t ncounters;                  /* under counter_lock */
+static _Atomic uint64_t counter_overflow; /* threads beyond MAX_COUNTERS */
+static atomic_uint counter_gen = 1;       /* bumped before every run */
+static pthread_mutex_t counter_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Thread_local struct counter *tl_counter;
+static _Thread_local unsigned tl_gen;
+
+static void counter_claim(unsigned gen)
+{
+    pthread_mutex_lock(&counter_lock);
+    tl_counter = ncounters < MAX_COUNTERS ? &counters[ncounters++] : NULL;
+    if (tl_counter)
+        tl_counter->n = 0;
+    pthread_mutex_unlock(&counter_lock);
+    tl_gen = gen;
+}
+
+static inline void count_task(void)
+{
+    /* Relaxed: the bump happens before the run's first submit, and every
+     * task of the run is ordered after that submit by the pool itself. */
+    unsigned gen = atomic_load_explicit(&counter_gen, memory_order_relaxed);
+    if (__builtin_expect(tl_gen != gen, 0))
+        counter_claim(gen);
+    if (__builtin_expect(tl_counter != NULL, 1))
+        tl_counter->n++;
+    else
+        atomic_fetch_add_explicit(&counter_overflow, 1, memory_order_relaxed);
+}
+
+/* Before a run: a new generation, all slots free. */
+static void counters_reset(void)
+{
+    pthread_mutex_lock(&counter_lock);
+    ncounters = 0;
+    atomic_store(&counter_overflow, 0);
+    atomic_fetch_add(&counter_gen, 1);
+    pthread_mutex_unlock(&counter_lock);
+}
+
+/* After a run's wait, which orders every task's increments before us. */
+static uint64_t counters_sum(void)
+{
+    pthread_mutex_lock(&counter_lock);
+    uint64_t s = atomic_load(&counter_overflow);
+    for (size_t i = 0; i < ncounters; i++)
+        s += counters[i].n;
+    pthread_mutex_unlock(&counter_lock);
+    return s;
+}
+
+/* ---- the scenarios' tasks ---------------------------------------------- */
+
+/* The backend and pool of the current run, read by tasks that submit. */
+static const bench_backend *cur_b;
+static void *cur_pool;
+static uint64_t cur_n; /* the current run's size */
+
+static void submit_or_die(bench_task_fn fn, void *arg)
+{
+    if (cur_b->submit(cur_pool, fn, arg) != 0) {
+        fprintf(stderr, "%s: submit failed\n", cur_b->name);
+        exit(1);
+    }
+}
+
+static int token; /* a non-NULL argument (GThreadPool rejects NULL data) */
+
+static int task_empty(void *arg)
+{
+    (void)arg;
+    count_task();
+    return 0;
+}
+
+static void body_spawn_many(void *ctx)
+{
+    (void)ctx;
+    for (uint64_t i = 0; i < cur_n; i++)
+        submit_or_die(task_empty, &token);
+}
+
+/* arg: how many tasks of the chain remain, this one included (>= 1). */
+static int task_chain(void *arg)
+{
+    uintptr_t k = (uintptr_t)arg;
+    count_task();
+    if (k > 1)
+        submit_or_die(task_chain, (void *)(k - 1));
+    return 0;
+}
+
+static void body_chain(void *ctx)
+{
+    (void)ctx;
+    submit_or_die(task_chain, (void *)(uintptr_t)cur_n);
+}
+
+/* arg: node index + 1 (non-NULL); node i's children are 2i+1 and 2i+2. */
+static int task_tree(void *arg)
+{
+    uint64_t i = (uintptr_t)arg - 1;
+    count_task();
+    uint64_t c = 2 * i + 1;
+    if (c < cur_n)
+        submit_or_die(task_tree, (void *)(uintptr_t)(c + 1));
+    if (c + 1 < cur_n)
+        submit_or_die(task_tree, (void *)(uintptr_t)(c + 2));
+    return 0;
+}
+
+static void body_tree(void *ctx)
+{
+    (void)ctx;
+    submit_or_die(task_tree, (void *)(uintptr_t)1);
+}
+
+/* ctx scenarios. */
+#define CTX_STORES 4
+static als_t *ctx_stores[CTX_STORES];
+static int ctx_values[CTX_STORES];
+struct by_hand {
+    void *v[CTX_STORES];
+};
+static struct by_hand by_hand_values;
+static bool ctx_via_als; /* this run's tasks read the stores, not arg */
+
+static int task_ctx(void *arg)
+{
+    count_task();
+    uintptr_t sum = 0;
+    if (ctx_via_als) {
+        for (unsigned j = 0; j < CTX_STORES; j++)
+            sum += (uintptr_t)als_get(ctx_stores[j]);
+    } else {
+        const struct by_hand *h = arg;
+        for (unsigned j = 0; j < CTX_STORES; j++)
+            sum += (uintptr_t)h->v[j];
+    }
+    BENCH_USE(sum);
+    return 0;
+}
+
+static void *ctx_submit_loop(void *unused)
+{
+    (void)unused;
+    for (uint64_t i = 0; i < cur_n; i++)
+        submit_or_die(task_ctx, &by_hand_values);
+    return NULL;
+}
+
+/* ctx: how many stores to bind around the submit loop (libals only). */
+struct ctx_nest {
+    unsigned bind, i;
+};
+
+static void *ctx_nest_step(void *p)
+{
+    struct ctx_nest *c = p;
+    if (c->i == c->bind)
+        return ctx_submit_loop(NULL);
+    unsigned j = c->i++;
+    return als_run(ctx_stores[j], &ctx_values[j], ctx_nest_step, c);
+}
+
+static void body_ctx0(void *ctx)
+{
+    (void)ctx;
+    ctx_submit_loop(NULL);
+}
+
+static void body_ctx4(void *ctx)
+{
+    (void)ctx;
+    struct ctx_nest c = {ctx_via_als ? CTX_STORES : 0, 0};
+    ctx_nest_step(&c);
+}
+
+/* ---- throughput scenarios ---------------------------------------------- */
+
+struct scenario {
+    const char *name;
+    const char *label;
+    bench_task_fn fn;
+    void (*body)(void *);
+    bool ctx; /* tasks read the four values (ctx0/ctx4) */
+    uint64_t *size;
+};
+
+static uint64_t opt_tasks = 1000000, opt_chain = 1000000, opt_fanout = 1000000;
+
+static const struct scenario scenarios[] = {
+    {"spawn_many", "spawn_many (outside submitter)", task_empty, body_spawn_many, false,
+     &opt_tasks},
+    {"chained", "chained (task submits next)", task_chain, body_chain, false, &opt_chain},
+    {"fanout", "fanout (binary tree)", task_tree, body_tree, false, &opt_fanout},
+    {"ctx0", "ctx, 0 stores bound", task_ctx, body_ctx0, true, &opt_tasks},
+    {"ctx4", "ctx, 4 stores bound", task_ctx, body_ctx4, true, &opt_tasks},
+};
+#define NSCEN (sizeof scenarios / sizeof scenarios[0])
+
+static size_t scenario_index(const char *name)
+{
+    for (size_t i = 0; i < NSCEN; i++)
+        if (strcmp(scenarios[i].name, name) == 0)
+            return i;
+    abort(); /* a typo in the table above */
+}
+
+/* One timed run; returns its duration in ns. */
+static uint64_t run_once(const bench_backend *b, void *pool, const struct scenario *s, uint64_t n)
+{
+    cur_b = b;
+    cur_pool = pool;
+    cur_n = n;
+    ctx_via_als = s->ctx && b == &bench_backend_libals;
+    counters_reset();
+    uint64_t t0 = bench_now_ns();
+    b->run(pool, s->fn, s->body, NULL);
+    uint64_t t = bench_now_ns() - t0;
+    uint64_t ran = counters_sum();
+    if (ran != n) {
+        fprintf(stderr, "%s/%s: %llu tasks ran, expected %llu\n", b->name, s->name,
+                (unsigned long long)ran, (unsigned long long)n);
+        exit(1);
+    }
+    return t;
+}
+
+/* ---- wake latency ------------------------------------------------------ */
+
+static _Atomic uint64_t lat_start; /* when the sample's task started */
+static atomic_bool lat_done;
+
+static int task_latency(void *arg)
+{
+    (void)arg;
+    count_task();
+    atomic_store_explicit(&lat_start, bench_now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&lat_done, true, memory_order_release);
+    return 0;
+}
+
+struct lat_run {
+    uint64_t *out; /* samples go here */
+    uint64_t n;
+    uint64_t gap_ns;
+};
+
+static void body_latency(void *ctx)
+{
+    struct lat_run *r = ctx;
+    for (uint64_t i = 0; i < r->n; i++) {
+        atomic_store_explicit(&lat_done, false, memory_order_relaxed);
+        uint64_t t0 = bench_now_ns();
+        submit_or_die(task_latency, &token);
+        /* Sleep, not spin: a spinning submitter would take a CPU from the
+         * workers, and the task timestamps its own start, so how long we
+         * take to notice it has run does not matter. */
+        bench_sleep_ns(r->gap_ns);
+        while (!atomic_load_explicit(&lat_done, memory_order_acquire))
+            bench_sleep_ns(r->gap_ns / 4 + 1);
+        r->out[i] = atomic_load_explicit(&lat_start, memory_order_relaxed) - t0;
+    }
+}
+
+static void latency_chunk(const bench_backend *b, void *pool, uint64_t *out, uint64_t n,
+                          uint64_t gap_ns)
+{
+    struct lat_run r = {out, n, gap_ns};
+    cur_b = b;
+    cur_pool = pool;
+    cur_n = n;
+    counters_reset();
+    b->run(pool, task_latency, body_latency, &r);
+    if (counters_sum() != n) {
+        fprintf(stderr, "%s/latency: wrong task count\n", b->name);
+        exit(1);
+    }
+}
+
+/* ---- driver ------------------------------------------------------------ */
+
+#define MAX_REPS 64
+
+struct tp_result {
+    double runs[MAX_REPS]; /* ns per run */
+    double median_ns;
+    bool done;
+};
+
+struct lat_result {
+    uint64_t p50, p90, p99, max;
+    double mean;
+    bool done;
+};
+
+static void usage(FILE *f)
+{
+    fputs("usage: pool [options]\n"
+          "  --json            print JSON instead of a table\n"
+          "  --json-out FILE   also write the JSON to FILE\n"
+          "  --quick           a short run (20k tasks, 500 latency samples, 3 reps)\n"
+          "  --threads N       worker threads for every backend (default: CPUs)\n"
+          "  --reps N          timed runs per scenario and backend; median reported (5)\n"
+          "  --tasks N         spawn_many and ctx tasks (1M)\n"
+          "  --chain N         chained depth (1M)\n"
+          "  --fanout N        fanout tree size (1M)\n"
+          "  --samples N       wake-latency samples (10k)\n"
+          "  --gap-us N        idle gap after each latency sample (200)\n"
+          "  --settle-ms N     pause between runs, may be 0 (10)\n"
+          "  --scenarios LIST  comma-separated subset of: spawn_many,chained,fanout,\n"
+          "                    ctx0,ctx4,latency\n"
+          "  --backends LIST   comma-separated subset of the backends built in:",
+          f);
+    for (size_t i = 0; i < NALL; i++)
+        fprintf(f, "%s%s", i ? "," : " ", all_backends[i]->name);
+    fputs("\n", f);
+}
+
+int main(int argc, char **argv)
+{
+    bool json = false, quick = false;
+    unsigned threads = 0;
+    uint64_t reps = 5, samples = 10000, gap_us = 200, settle_ms = 10;
+    bool set_reps = false, set_tasks = false, set_chain = false, set_fanout = false,
+         set_samples = false;
+    const char *scen_list = NULL, *back_list = NULL, *json_out = NULL;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--json") == 0) {
+            json = true;
+            continue;
+        }
+        if (strcmp(a, "--quick") == 0) {
+            quick = true;
+            continue;
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--threads") == 0)
+            threads = (unsigned)bench_parse_count(a, v);
+        else if (strcmp(a, "--reps") == 0)
+            reps = bench_parse_count(a, v), set_reps = true;
+        else if (strcmp(a, "--tasks") == 0)
+            opt_tasks = bench_parse_count(a, v), set_tasks = true;
+        else if (strcmp(a, "--chain") == 0)
+            opt_chain = bench_parse_count(a, v), set_chain = true;
+        else if (strcmp(a, "--fanout") == 0)
+            opt_fanout = bench_parse_count(a, v), set_fanout = true;
+        else if (strcmp(a, "--samples") == 0)
+            samples = bench_parse_count(a, v), set_samples = true;
+        else if (strcmp(a, "--gap-us") == 0)
+            gap_us = bench_parse_count(a, v);
+        else if (strcmp(a, "--settle-ms") == 0)
+            settle_ms = bench_parse_u64(a, v, 0);
+        else if (strcmp(a, "--scenarios") == 0 && v)
+            scen_list = v;
+        else if (strcmp(a, "--backends") == 0 && v)
+            back_list = v;
+        else if (strcmp(a, "--json-out") == 0 && v)
+            json_out = v;
+        else {
+            usage(stderr);
+            return 2;
+        }
+        i++; /* consumed the value */
+    }
+    {
+        const char *snames[NSCEN + 1], *bnames[NALL];
+        for (size_t i = 0; i < NSCEN; i++)
+            snames[i] = scenarios[i].name;
+        snames[NSCEN] = "latency";
+        for (size_t i = 0; i < NALL; i++)
+            bnames[i] = all_backends[i]->name;
+        if (!bench_list_valid("--scenarios", scen_list, snames, NSCEN + 1) ||
+            !bench_list_valid("--backends", back_list, bnames, NALL))
+            return 2;
+    }
+    if (quick) {
+        if (!set_reps)
+            reps = 3;
+        if (!set_tasks)
+            opt_tasks = 20000;
+        if (!set_chain)
+            opt_chain = 20000;
+        if (!set_fanout)
+            opt_fanout = 20000;
+        if (!set_samples)
+            samples = 500;
+    }
+    if (reps > MAX_REPS)
+        reps = MAX_REPS;
+    if (threads == 0)
+        threads = bench_cpu_count();
+    if (opt_chain > UINTPTR_MAX / 2 || opt_fanout > UINTPTR_MAX / 4) {
+        fprintf(stderr, "sizes too large\n");
+        return 2;
+    }
+
+    /* The backends of this run, each with its pool kept for the whole run
+     * (pools are long-lived in real programs; creating threads is not what
+     * is measured). */
+    const bench_backend *bk[NALL];
+    void *pools[NALL];
+    size_t nb = 0;
+    for (size_t i = 0; i < NALL; i++) {
+        if (!bench_in_list(back_list, all_backends[i]->name))
+            continue;
+        bk[nb] = all_backends[i];
+        pools[nb] = bk[nb]->create(threads);
+        if (!pools[nb]) {
+            fprintf(stderr, "%s: cannot create a pool of %u threads\n", bk[nb]->name, threads);
+            return 1;
+        }
+        nb++;
+    }
+    if (nb == 0) {
+        fprintf(stderr, "no backend selected\n");
+        return 2;
+    }
+    size_t ials = NALL; /* index of libals among bk, if selected */
+    for (size_t i = 0; i < nb; i++)
+        if (bk[i] == &bench_backend_libals)
+            ials = i;
+
+    for (unsigned j = 0; j < CTX_STORES; j++) {
+        ctx_stores[j] = als_new(NULL);
+        if (!ctx_stores[j])
+            return 1;
+        by_hand_values.v[j] = &ctx_values[j];
+    }
+
+    const uint64_t settle_ns = settle_ms * 1000000u;
+    static struct tp_result tp[NSCEN][NALL];
+    for (size_t s = 0; s < NSCEN; s++) {
+        if (!bench_in_list(scen_list, scenarios[s].name))
+            continue;
+        uint64_t n = *scenarios[s].size;
+        uint64_t warm = n / 10 > 1000 ? n / 10 : (n < 1000 ? n : 1000);
+        for (size_t b = 0; b < nb; b++) {
+            run_once(bk[b], pools[b], &scenarios[s], warm);
+            bench_sleep_ns(settle_ns);
+        }
+        for (uint64_t r = 0; r < reps; r++) {
+            for (size_t b = 0; b < nb; b++) {
+                tp[s][b].runs[r] = (double)run_once(bk[b], pools[b], &scenarios[s], n);
+                bench_sleep_ns(settle_ns);
+            }
+        }
+        for (size_t b = 0; b < nb; b++) {
+            double tmp[MAX_REPS];
+            memcpy(tmp, tp[s][b].runs, reps * sizeof tmp[0]);
+            tp[s][b].median_ns = bench_median(tmp, reps);
+            tp[s][b].done = true;
+        }
+    }
+
+    static struct lat_result lat[NALL];
+    bool do_lat = bench_in_list(scen_list, "latency");
+    if (do_lat) {
+        /* Backends whose submitter is a team member get one more thread, so
+         * that `threads` workers sit idle in every backend. */
+        void *lpools[NALL];
+        uint64_t *lsamples[NALL];
+        for (size_t b = 0; b < nb; b++) {
+            lpools[b] = bk[b]->submitter_in_team ? bk[b]->create(threads + 1) : pools[b];
+            lsamples[b] = malloc(samples * sizeof(uint64_t));
+            if (!lpools[b] || !lsamples[b])
+                return 1;
+            uint64_t warm[20];
+            latency_chunk(bk[b], lpools[b], warm, 20, gap_us * 1000u);
+        }
+        uint64_t chunk = (samples + reps - 1) / reps;
+        for (uint64_t done = 0; done < samples; done += chunk) {
+            uint64_t m = samples - done < chunk ? samples - done : chunk;
+            for (size_t b = 0; b < nb; b++) {
+                latency_chunk(bk[b], lpools[b], lsamples[b] + done, m, gap_us * 1000u);
+                bench_sleep_ns(settle_ns);
+            }
+        }
+        for (size_t b = 0; b < nb; b++) {
+            uint64_t *v = lsamples[b];
+            bench_sort_u64(v, samples);
+            double sum = 0;
+            for (uint64_t i = 0; i < samples; i++)
+                sum += (double)v[i];
+            lat[b] = (struct lat_result){
+                .p50 = bench_percentile_sorted(v, samples, 50),
+                .p90 = bench_percentile_sorted(v, samples, 90),
+                .p99 = bench_percentile_sorted(v, samples, 99),
+                .max = v[samples - 1],
+                .mean = sum / (double)samples,
+                .done = true,
+            };
+            free(v);
+            if (lpools[b] != pools[b])
+                bk[b]->destroy(lpools[b]);
+        }
+    }
+
+    /* ctx overhead: libals ctx4 over ctx0, the cost of capture, enter and
+     * leave of a four-binding context relative to an empty one. */
+    double ctx_overhead = -1;
+    size_t c0 = scenario_index("ctx0"), c4 = scenario_index("ctx4");
+    if (ials < nb && tp[c0][ials].done && tp[c4][ials].done)
+        ctx_overhead = tp[c4][ials].median_ns / tp[c0][ials].median_ns - 1;
+
+    /* The performance targets of the pool issue, checked where this run
+     * measured both sides. */
+    struct target {
+        const char *label;
+        double value, goal; /* met when value >= goal */
+    } targets[8];
+    size_t ntargets = 0;
+    if (ctx_overhead > -1)
+        targets[ntargets++] =
+            (struct target){"ctx4 / ctx0 throughput (>= 0.91x: +10%)", 1 / (ctx_overhead + 1),
+                            1 / 1.10};
+    static const struct {
+        const char *scen, *backend;
+        double goal;
+    } goals[] = {{"spawn_many", "glib", 2},
+                 {"chained", "glib", 5},
+                 {"fanout", "glib", 5},
+                 {"chained", "openmp", 1},
+                 {"fanout", "openmp", 1}};
+    static char tlabels[8][64];
+    for (size_t g = 0; g < sizeof goals / sizeof goals[0] && ials < nb; g++) {
+        size_t si = scenario_index(goals[g].scen);
+        for (size_t b = 0; b < nb; b++) {
+            if (strcmp(bk[b]->name, goals[g].backend) != 0 || !tp[si][b].done)
+                continue;
+            snprintf(tlabels[ntargets], sizeof tlabels[0], "%s: libals / %s (>= %gx)",
+                     goals[g].scen, goals[g].backend, goals[g].goal);
+            targets[ntargets] =
+                (struct target){tlabels[ntargets], tp[si][b].median_ns / tp[si][ials].median_ns,
+                                goals[g].goal};
+            ntargets++;
+        }
+    }
+
+    FILE *jf = json ? stdout : NULL;
+    if (json_out) {
+        jf = fopen(json_out, "w");
+        if (!jf) {
+            perror(json_out);
+            return 1;
+        }
+    }
+    if (jf) {
+        fprintf(jf,
+                "{\n  \"benchmark\": \"pool\",\n  \"libals_version\": \"%s\",\n"
+                "  \"threads\": %u,\n  \"cpus\": %u,\n  \"repetitions\": %llu,\n"
+                "  \"backends\": [",
+                als_version(), threads, bench_cpu_count(), (unsigned long long)reps);
+        for (size_t b = 0; b < nb; b++)
+            fprintf(jf, "%s\n    {\"name\": \"%s\", \"label\": \"%s\"}", b ? "," : "", bk[b]->name,
+                    bk[b]->label);
+        fprintf(jf, "\n  ],\n  \"throughput\": [");
+        bool first = true;
+        for (size_t s = 0; s < NSCEN; s++) {
+            if (!tp[s][0].done)
+                continue;
+            uint64_t n = *scenarios[s].size;
+            fprintf(jf, "%s\n    {\"scenario\": \"%s\", \"tasks\": %llu, \"results\": {",
+                    first ? "" : ",", scenarios[s].name, (unsigned long long)n);
+            first = false;
+            for (size_t b = 0; b < nb; b++) {
+                const struct tp_result *t = &tp[s][b];
+                fprintf(jf,
+                        "%s\n      \"%s\": {\"median_ns\": %.0f, \"ns_per_task\": %.2f, "
+                        "\"tasks_per_s\": %.0f, \"runs_ns\": [",
+                        b ? "," : "", bk[b]->name, t->median_ns, t->median_ns / (double)n,
+                        (double)n * 1e9 / t->median_ns);
+                for (uint64_t r = 0; r < reps; r++)
+                    fprintf(jf, "%s%.0f", r ? ", " : "", t->runs[r]);
+                fprintf(jf, "]}");
+            }
+            fprintf(jf, "\n    }");
+            if (ials < nb) {
+                fprintf(jf, ", \"libals_speedup\": {");
+                bool f2 = true;
+                for (size_t b = 0; b < nb; b++) {
+                    if (b == ials)
+                        continue;
+                    fprintf(jf, "%s\"%s\": %.3f", f2 ? "" : ", ", bk[b]->name,
+                            tp[s][b].median_ns / tp[s][ials].median_ns);
+                    f2 = false;
+                }
+                fprintf(jf, "}");
+            }
+            fprintf(jf, "}");
+        }
+        fprintf(jf, "\n  ]");
+        if (do_lat) {
+            fprintf(jf, ",\n  \"latency\": {\"samples\": %llu, \"gap_us\": %llu, \"results\": {",
+                    (unsigned long long)samples, (unsigned long long)gap_us);
+            for (size_t b = 0; b < nb; b++)
+                fprintf(jf,
+                        "%s\n    \"%s\": {\"p50_ns\": %llu, \"p90_ns\": %llu, "
+                        "\"p99_ns\": %llu, \"max_ns\": %llu, \"mean_ns\": %.0f}",
+                        b ? "," : "", bk[b]->name, (unsigned long long)lat[b].p50,
+                        (unsigned long long)lat[b].p90, (unsigned long long)lat[b].p99,
+                        (unsigned long long)lat[b].max, lat[b].mean);
+            fprintf(jf, "\n  }}");
+        }
+        if (ctx_overhead > -1)
+            fprintf(jf, ",\n  \"libals_ctx4_over_ctx0\": %.4f", ctx_overhead + 1);
+        fprintf(jf, ",\n  \"targets\": [");
+        for (size_t t = 0; t < ntargets; t++)
+            fprintf(jf,
+                    "%s\n    {\"target\": \"%s\", \"value\": %.3f, \"goal\": %.3f, "
+                    "\"met\": %s}",
+                    t ? "," : "", targets[t].label, targets[t].value, targets[t].goal,
+                    targets[t].value >= targets[t].goal ? "true" : "false");
+        fprintf(jf, "\n  ]");
+        fprintf(jf, "\n}\n");
+        if (jf != stdout && fclose(jf) != 0) {
+            perror(json_out);
+            return 1;
+        }
+    }
+    if (!json) {
+        printf("bench/pool: %u worker threads per backend, %u CPUs, median of %llu runs\n", threads,
+               bench_cpu_count(), (unsigned long long)reps);
+        for (size_t b = 0; b < nb; b++)
+            printf("  %-7s %s\n", bk[b]->name, bk[b]->label);
+        bool any = false;
+        for (size_t s = 0; s < NSCEN; s++)
+            any |= tp[s][0].done;
+        if (any) {
+            printf("\nthroughput, M tasks/s (higher is better)");
+            if (ials < nb)
+                printf("; libals/X: how many times faster libals is");
+            printf("\n%-32s %8s", "scenario", "tasks");
+            for (size_t b = 0; b < nb; b++)
+                printf(" %8s", bk[b]->name);
+            for (size_t b = 0; b < nb && ials < nb; b++)
+                if (b != ials)
+                    printf("   libals/%-6s", bk[b]->name);
+            printf("\n");
+            for (size_t s = 0; s < NSCEN; s++) {
+                if (!tp[s][0].done)
+                    continue;
+                uint64_t n = *scenarios[s].size;
+                printf("%-32s %8llu", scenarios[s].label, (unsigned long long)n);
+                for (size_t b = 0; b < nb; b++)
+                    printf(" %8.2f", (double)n * 1e3 / tp[s][b].median_ns);
+                for (size_t b = 0; b < nb && ials < nb; b++)
+                    if (b != ials)
+                        printf("   %13.2fx", tp[s][b].median_ns / tp[s][ials].median_ns);
+                printf("\n");
+            }
+            printf("\nns per task (lower is better)\n%-32s %8s", "scenario", "");
+            for (size_t b = 0; b < nb; b++)
+                printf(" %8s", bk[b]->name);
+            printf("\n");
+            for (size_t s = 0; s < NSCEN; s++) {
+                if (!tp[s][0].done)
+                    continue;
+                uint64_t n = *scenarios[s].size;
+                printf("%-32s %8s", scenarios[s].label, "");
+                for (size_t b = 0; b < nb; b++)
+                    printf(" %8.1f", tp[s][b].median_ns / (double)n);
+                printf("\n");
+            }
+            if (ctx_overhead > -1)
+                printf("\nlibals context cost: ctx4 / ctx0 = %.3f (%+.1f%%)\n", ctx_overhead + 1,
+                       ctx_overhead * 100);
+        }
+        if (do_lat) {
+            printf("\nwake latency of an idle pool, submit to task start, us (lower is better);"
+                   "\n%llu samples, %llu us idle gap",
+                   (unsigned long long)samples, (unsigned long long)gap_us);
+            if (ials < nb)
+                printf("; X/libals: how many times lower libals's latency is");
+            printf("\n%-32s %8s", "percentile", "");
+            for (size_t b = 0; b < nb; b++)
+                printf(" %8s", bk[b]->name);
+            for (size_t b = 0; b < nb && ials < nb; b++)
+                if (b != ials)
+                    printf("   %6s/libals", bk[b]->name);
+            printf("\n");
+            const char *names[] = {"p50", "p90", "p99", "max"};
+            for (int k = 0; k < 4; k++) {
+                printf("%-32s %8s", names[k], "");
+                uint64_t v[NALL];
+                for (size_t b = 0; b < nb; b++) {
+                    v[b] = k == 0   ? lat[b].p50
+                           : k == 1 ? lat[b].p90
+                           : k == 2 ? lat[b].p99
+                                    : lat[b].max;
+                    printf(" %8.1f", (double)v[b] / 1e3);
+                }
+                for (size_t b = 0; b < nb && ials < nb; b++)
+                    if (b != ials)
+                        printf("   %13.2fx", v[ials] ? (double)v[b] / (double)v[ials] : 0.0);
+                printf("\n");
+            }
+        }
+    }
+
+    if (!json && ntargets) {
+        printf("\ntargets of the pool issue (this run)\n");
+        for (size_t t = 0; t < ntargets; t++)
+            printf("  %-44s %7.2fx  %s\n", targets[t].label, targets[t].value,
+                   targets[t].value >= targets[t].goal ? "met" : "NOT met");
+    }
+
+    for (size_t b = 0; b < nb; b++)
+        bk[b]->destroy(pools[b]);
+    for (unsigned j = 0; j < CTX_STORES; j++)
+        als_free(ctx_stores[j]);
+    return 0;
+}
