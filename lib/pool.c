@@ -355,7 +355,7 @@ static void task_finish(struct worker *w, struct task *t, int rc, bool cancelled
 {
     struct als_snapshot *f = t->frame;
     struct als_group *g = t->group;
-    bool plain = !g && !t->future;
+    bool plain = !t->future;
     task_recycle(t);
     if (f != &als__empty_frame) {
         if (f != w->held) {
@@ -367,7 +367,13 @@ static void task_finish(struct worker *w, struct task *t, int rc, bool cancelled
         w->held_n++;
     }
     if (g) {
-        worker_flush(w); /* the group's waiter may look at destroy effects */
+        /* The group's waiter may look at destroy effects: drop the frame
+         * references first (done counts may stay deferred). */
+        if (w->held) {
+            als__frame_release_n(w->held, w->held_n);
+            w->held = NULL;
+            w->held_n = 0;
+        }
         als__group_task_end(g, rc, cancelled);
     }
     w->done_pending++;
@@ -445,8 +451,12 @@ static struct task *task_take(struct worker *w)
     t = ring_pop(pool);
     /* Relaxed is enough after ck's successful dequeue CAS, a full barrier on
      * x86-64; a blocked submitter re-checks the ring after announcing
-     * itself, and waits with a timeout elsewhere. */
-    if (t && atomic_load_explicit(&pool->room_waiters, memory_order_relaxed)) {
+     * itself, and waits with a timeout elsewhere. Blocked submitters are
+     * woken once the ring has drained to half (hysteresis): waking them at
+     * every pop made a system call per task while a fast submitter kept
+     * the ring full. */
+    if (t && atomic_load_explicit(&pool->room_waiters, memory_order_relaxed) &&
+        als__queue_length(&pool->q) <= pool->room_mark) {
         atomic_fetch_add_explicit(&pool->room_seq, 1, memory_order_release);
         futex_wake(&pool->room_seq, INT_MAX);
     }
@@ -868,6 +878,7 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     pool->user = o.user;
     snprintf(pool->name, sizeof pool->name, "%s", o.name ? o.name : "als");
     pool->nthreads = n;
+    pool->room_mark = (pool->small_cap ? pool->small_cap : cap) / 2;
 
     /* Workers start with an empty context whatever the creator's is. */
     for (unsigned i = 0; i < n; i++) {

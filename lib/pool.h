@@ -86,6 +86,7 @@ struct als_pool {
     void (*on_error)(int task_result, void *arg, void *user);
     void *user;
     unsigned nthreads;
+    unsigned room_mark;           /* wake blocked submitters at this length */
     struct worker *workers;
     struct als__timers timers;
     char name[16];
