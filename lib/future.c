@@ -14,6 +14,8 @@
  * the stack. */
 #include "pool.h"
 
+#include <assert.h>
+
 enum { PENDING = 0, DONE = 1, CANCELLED = 2 };
 
 struct cont {
@@ -37,9 +39,12 @@ struct als_future {
     void *result;
 };
 
+static_assert(sizeof(struct als_future) <= ALS__BLOCK_SIZE, "future record too big");
+static_assert(sizeof(struct cont) <= ALS__BLOCK_SIZE, "continuation record too big");
+
 static als_future_t *future_new(als_fn fn, void *arg)
 {
-    als_future_t *f = als__malloc(sizeof *f);
+    als_future_t *f = als__block_alloc();
     if (!f)
         return NULL;
     atomic_init(&f->refs, 2); /* the caller's handle + its completer */
@@ -56,7 +61,7 @@ static als_future_t *future_new(als_fn fn, void *arg)
 void als_future_release(als_future_t *f)
 {
     if (f && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1)
-        als__free(f);
+        als__block_free(f);
 }
 
 /* Settles f and returns its continuations, oldest first. */
@@ -94,7 +99,7 @@ static void cancel_all(struct cont *work)
         }
         als__frame_release(c->frame);
         als_future_release(c->target);
-        als__free(c);
+        als__block_free(c);
     }
 }
 
@@ -112,7 +117,7 @@ static int cont_submit(struct cont *c, void *result)
         cancel_all(settle(c->target, CANCELLED, NULL));
         als_future_release(c->target);
     }
-    als__free(c);
+    als__block_free(c);
     return rc;
 }
 
@@ -152,7 +157,7 @@ int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future_t **out
     struct als__spec sp = { .future = f };
     int rc = als__submit(pool, &sp);
     if (rc) {
-        als__free(f);
+        als__block_free(f);
         return rc;
     }
     *out = f;
@@ -172,11 +177,11 @@ int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t *
     if (!pool_accepts(pool))
         return ALS_ESHUTDOWN;
     als_future_t *g = future_new(fn, NULL);
-    struct cont *c = als__malloc(sizeof *c);
+    struct cont *c = als__block_alloc();
     struct als_snapshot *frame = g && c ? als__capture() : NULL;
     if (!frame) {
-        als__free(g);
-        als__free(c);
+        als__block_free(g);
+        als__block_free(c);
         return ALS_ENOMEM;
     }
     *c = (struct cont){

@@ -315,6 +315,20 @@ static void task_recycle(struct task *t)
     chain_give(chain, CHAIN);
 }
 
+/* Small records of the composition layer (futures, continuations) share
+ * the task records' recycling: same size class, same caches. */
+void *als__block_alloc(void)
+{
+    pthread_once(&chains_once, chains_init);
+    return chains_ok ? task_alloc() : NULL;
+}
+
+void als__block_free(void *p)
+{
+    if (p)
+        task_recycle(p);
+}
+
 /* ---- running tasks ---------------------------------------------------- */
 
 /* Publishes what this worker deferred: its frame references first (so

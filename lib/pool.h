@@ -129,6 +129,12 @@ void als__wake_waiters(_Atomic uint32_t *word, _Atomic uint32_t *waiting);
 uint64_t als__now_ns(void);
 uint64_t als__deadline(int64_t timeout_ns);
 
+/* A recycled record of at most ALS__BLOCK_SIZE bytes (NULL on failure);
+ * free from any thread. */
+#define ALS__BLOCK_SIZE sizeof(struct task)
+void *als__block_alloc(void);
+void als__block_free(void *p);
+
 /* timer.c */
 int als__timer_add(als_pool_t *pool, struct task *t, uint64_t delay_ns);
 /* Shutdown: let the timer thread go once it has nothing left; join it. */
