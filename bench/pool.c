@@ -4,7 +4,8 @@
  *
  *   pool [--json] [--json-out FILE] [--quick] [--threads N] [--reps N] [--tasks N]
  *        [--chain N] [--fanout N] [--samples N] [--gap-us N]
- *        [--settle-ms N] [--scenarios LIST] [--backends LIST]
+ *        [--settle-ms N] [--requests N] [--inflight N] [--scenarios LIST]
+ *        [--backends LIST]
  *
  * Scenarios (sizes are options so that CI and tests can run tiny ones):
  *   spawn_many  --tasks empty tasks submitted from one thread, then wait
@@ -20,6 +21,10 @@
  *   latency     submit-to-start latency of an idle pool: --samples tasks,
  *               one at a time, with an idle gap of --gap-us after each
  *               so that the workers park between samples
+ *   requests    --requests requests in waves of --inflight, each binding a
+ *               trace context and fanning out 8 subtasks that hash 256
+ *               bytes; requests/s and per-request p50/p99 latency (the
+ *               baselines get the trace context by hand)
  *
  * Method: every backend gets the same number of worker threads (default:
  * the CPUs this process may run on). Each backend has one warm-up run per
@@ -124,6 +129,12 @@ static const bench_backend *const all_backends[] = {
 #endif
 #ifdef BENCH_HAVE_OPENMP
     &bench_backend_openmp,
+#endif
+#ifdef BENCH_HAVE_LIBUV
+    &bench_backend_libuv,
+#endif
+#ifdef BENCH_HAVE_TBB
+    &bench_backend_tbb,
 #endif
 };
 #define NALL (sizeof all_backends / sizeof all_backends[0])
@@ -424,6 +435,121 @@ static void latency_chunk(const bench_backend *b, void *pool, uint64_t *out, uin
     }
 }
 
+/* ---- requests: a realistic scenario ------------------------------------ */
+
+/* Each request binds a trace context (a small struct) and fans out
+ * REQ_FANOUT subtasks that each hash REQ_BUF bytes with FNV-1a, mixing in
+ * the trace id as a tracing or logging layer would. With libals the
+ * request runs its submits inside als_run(trace_store, &trace, ...) and
+ * the subtasks read the context with als_get; the baselines cannot carry a
+ * context, so each subtask's argument leads to the trace struct by hand.
+ * Both do the same work per subtask. Requests go out in waves of
+ * --inflight, each wave one backend run (submit all, wait for all); a
+ * request's latency is from the start of its submit to the end of its
+ * last subtask. */
+#define REQ_FANOUT 8
+#define REQ_BUF 256
+
+struct trace_ctx {
+    uint64_t trace_id, span_id;
+};
+
+struct request;
+struct subtask {
+    struct request *req;
+    unsigned idx;
+    uint64_t hash; /* the result, so the work cannot be optimised away */
+};
+
+struct request {
+    struct trace_ctx trace;
+    atomic_uint remaining;
+    uint64_t t_submit, t_done;
+    struct subtask sub[REQ_FANOUT];
+};
+
+static als_t *trace_store;
+static unsigned char req_buf[REQ_FANOUT][REQ_BUF];
+static bool req_via_als; /* this run's subtasks read the trace via als_get */
+
+static int task_subreq(void *arg)
+{
+    struct subtask *s = arg;
+    count_task();
+    const struct trace_ctx *tc = req_via_als ? als_get(trace_store) : &s->req->trace;
+    if (__builtin_expect(tc == NULL, 0)) {
+        fprintf(stderr, "requests: subtask ran without its trace context\n");
+        exit(1);
+    }
+    uint64_t h = 14695981039346656037u ^ tc->trace_id;
+    const unsigned char *b = req_buf[s->idx];
+    for (unsigned i = 0; i < REQ_BUF; i++) {
+        h ^= b[i];
+        h *= 1099511628211u;
+    }
+    s->hash = h ^ tc->span_id;
+    if (atomic_fetch_sub_explicit(&s->req->remaining, 1, memory_order_acq_rel) == 1)
+        s->req->t_done = bench_now_ns();
+    return 0;
+}
+
+static void *req_submit_fanout(void *arg)
+{
+    struct request *r = arg;
+    for (unsigned j = 0; j < REQ_FANOUT; j++)
+        submit_or_die(task_subreq, &r->sub[j]);
+    return NULL;
+}
+
+struct req_wave {
+    struct request *reqs;
+    uint64_t n;
+};
+
+static void body_requests(void *ctx)
+{
+    struct req_wave *w = ctx;
+    for (uint64_t i = 0; i < w->n; i++) {
+        struct request *r = &w->reqs[i];
+        atomic_store_explicit(&r->remaining, REQ_FANOUT, memory_order_relaxed);
+        r->t_submit = bench_now_ns();
+        if (req_via_als)
+            als_run(trace_store, &r->trace, req_submit_fanout, r);
+        else
+            req_submit_fanout(r);
+    }
+}
+
+/* One timed run of n requests in waves of `inflight`; returns ns and
+ * stores each request's latency in lat_out[0..n). */
+static uint64_t requests_once(const bench_backend *b, void *pool, struct request *reqs, uint64_t n,
+                              uint64_t inflight, uint64_t *lat_out)
+{
+    cur_b = b;
+    cur_pool = pool;
+    cur_n = n;
+    req_via_als = b == &bench_backend_libals;
+    for (uint64_t i = 0; i < n; i++) {
+        reqs[i].trace = (struct trace_ctx){.trace_id = i * 0x9e3779b97f4a7c15u + 1, .span_id = i};
+        for (unsigned j = 0; j < REQ_FANOUT; j++)
+            reqs[i].sub[j] = (struct subtask){.req = &reqs[i], .idx = j};
+    }
+    counters_reset();
+    uint64_t t0 = bench_now_ns();
+    for (uint64_t done = 0; done < n; done += inflight) {
+        struct req_wave w = {reqs + done, n - done < inflight ? n - done : inflight};
+        b->run(pool, task_subreq, body_requests, &w);
+    }
+    uint64_t t = bench_now_ns() - t0;
+    if (counters_sum() != n * REQ_FANOUT) {
+        fprintf(stderr, "%s/requests: wrong task count\n", b->name);
+        exit(1);
+    }
+    for (uint64_t i = 0; i < n; i++)
+        lat_out[i] = reqs[i].t_done - reqs[i].t_submit;
+    return t;
+}
+
 /* ---- driver ------------------------------------------------------------ */
 
 #define MAX_REPS 64
@@ -432,6 +558,12 @@ struct tp_result {
     double runs[MAX_REPS]; /* ns per run */
     double median_ns;
     bool done;
+};
+
+struct req_result {
+    double runs[MAX_REPS]; /* ns per run */
+    double median_ns;
+    uint64_t p50, p99, max;
 };
 
 struct lat_result {
@@ -454,8 +586,10 @@ static void usage(FILE *f)
           "  --samples N       wake-latency samples (10k)\n"
           "  --gap-us N        idle gap after each latency sample (200)\n"
           "  --settle-ms N     pause between runs, may be 0 (10)\n"
+          "  --requests N      requests of the requests scenario (20k)\n"
+          "  --inflight N      requests submitted per wave (32)\n"
           "  --scenarios LIST  comma-separated subset of: spawn_many,chained,fanout,\n"
-          "                    ctx0,ctx4,latency\n"
+          "                    ctx0,ctx4,latency,requests\n"
           "  --backends LIST   comma-separated subset of the backends built in:",
           f);
     for (size_t i = 0; i < NALL; i++)
@@ -468,8 +602,9 @@ int main(int argc, char **argv)
     bool json = false, quick = false;
     unsigned threads = 0;
     uint64_t reps = 5, samples = 10000, gap_us = 200, settle_ms = 10;
+    uint64_t nreq = 20000, inflight = 32;
     bool set_reps = false, set_tasks = false, set_chain = false, set_fanout = false,
-         set_samples = false;
+         set_samples = false, set_req = false;
     const char *scen_list = NULL, *back_list = NULL, *json_out = NULL;
 
     for (int i = 1; i < argc; i++) {
@@ -499,6 +634,10 @@ int main(int argc, char **argv)
             opt_fanout = bench_parse_count(a, v), set_fanout = true;
         else if (strcmp(a, "--samples") == 0)
             samples = bench_parse_count(a, v), set_samples = true;
+        else if (strcmp(a, "--requests") == 0)
+            nreq = bench_parse_count(a, v), set_req = true;
+        else if (strcmp(a, "--inflight") == 0)
+            inflight = bench_parse_count(a, v);
         else if (strcmp(a, "--gap-us") == 0)
             gap_us = bench_parse_count(a, v);
         else if (strcmp(a, "--settle-ms") == 0)
@@ -516,13 +655,14 @@ int main(int argc, char **argv)
         i++; /* consumed the value */
     }
     {
-        const char *snames[NSCEN + 1], *bnames[NALL];
+        const char *snames[NSCEN + 2], *bnames[NALL];
         for (size_t i = 0; i < NSCEN; i++)
             snames[i] = scenarios[i].name;
         snames[NSCEN] = "latency";
+        snames[NSCEN + 1] = "requests";
         for (size_t i = 0; i < NALL; i++)
             bnames[i] = all_backends[i]->name;
-        if (!bench_list_valid("--scenarios", scen_list, snames, NSCEN + 1) ||
+        if (!bench_list_valid("--scenarios", scen_list, snames, NSCEN + 2) ||
             !bench_list_valid("--backends", back_list, bnames, NALL))
             return 2;
     }
@@ -537,6 +677,8 @@ int main(int argc, char **argv)
             opt_fanout = 20000;
         if (!set_samples)
             samples = 500;
+        if (!set_req)
+            nreq = 1000;
     }
     if (reps > MAX_REPS)
         reps = MAX_REPS;
@@ -648,6 +790,48 @@ int main(int argc, char **argv)
         }
     }
 
+    static struct req_result rq[NALL];
+    bool do_req = bench_in_list(scen_list, "requests");
+    if (do_req) {
+        trace_store = als_new(NULL);
+        struct request *reqs = calloc(nreq, sizeof *reqs);
+        uint64_t *rl[NALL];
+        for (unsigned j = 0; j < REQ_FANOUT; j++)
+            for (unsigned i = 0; i < REQ_BUF; i++)
+                req_buf[j][i] = (unsigned char)(i * 31 + j);
+        for (size_t b = 0; b < nb; b++) {
+            rl[b] = malloc(reps * nreq * sizeof(uint64_t));
+            if (!rl[b])
+                return 1;
+        }
+        if (!trace_store || !reqs)
+            return 1;
+        uint64_t warm = nreq / 10 > 100 ? nreq / 10 : (nreq < 100 ? nreq : 100);
+        for (size_t b = 0; b < nb; b++) {
+            requests_once(bk[b], pools[b], reqs, warm, inflight, rl[b]);
+            bench_sleep_ns(settle_ns);
+        }
+        for (uint64_t r = 0; r < reps; r++) {
+            for (size_t b = 0; b < nb; b++) {
+                rq[b].runs[r] = (double)requests_once(bk[b], pools[b], reqs, nreq, inflight,
+                                                      rl[b] + r * nreq);
+                bench_sleep_ns(settle_ns);
+            }
+        }
+        for (size_t b = 0; b < nb; b++) {
+            double tmp[MAX_REPS];
+            memcpy(tmp, rq[b].runs, reps * sizeof tmp[0]);
+            rq[b].median_ns = bench_median(tmp, reps);
+            uint64_t m = reps * nreq;
+            bench_sort_u64(rl[b], m);
+            rq[b].p50 = bench_percentile_sorted(rl[b], m, 50);
+            rq[b].p99 = bench_percentile_sorted(rl[b], m, 99);
+            rq[b].max = rl[b][m - 1];
+            free(rl[b]);
+        }
+        free(reqs);
+    }
+
     /* ctx overhead: libals ctx4 over ctx0, the cost of capture, enter and
      * leave of a four-binding context relative to an empty one. */
     double ctx_overhead = -1;
@@ -754,6 +938,26 @@ int main(int argc, char **argv)
                         (unsigned long long)lat[b].max, lat[b].mean);
             fprintf(jf, "\n  }}");
         }
+        if (do_req) {
+            fprintf(jf,
+                    ",\n  \"requests\": {\"requests\": %llu, \"fanout\": %d, "
+                    "\"buffer_bytes\": %d, \"inflight\": %llu,\n    \"context\": \"libals: "
+                    "als_run + als_get; baselines: passed by hand in the task argument\", "
+                    "\"results\": {",
+                    (unsigned long long)nreq, REQ_FANOUT, REQ_BUF, (unsigned long long)inflight);
+            for (size_t b = 0; b < nb; b++) {
+                fprintf(jf,
+                        "%s\n      \"%s\": {\"requests_per_s\": %.0f, \"p50_ns\": %llu, "
+                        "\"p99_ns\": %llu, \"max_ns\": %llu, \"runs_ns\": [",
+                        b ? "," : "", bk[b]->name, (double)nreq * 1e9 / rq[b].median_ns,
+                        (unsigned long long)rq[b].p50, (unsigned long long)rq[b].p99,
+                        (unsigned long long)rq[b].max);
+                for (uint64_t r = 0; r < reps; r++)
+                    fprintf(jf, "%s%.0f", r ? ", " : "", rq[b].runs[r]);
+                fprintf(jf, "]}");
+            }
+            fprintf(jf, "\n    }}");
+        }
         if (ctx_overhead > -1)
             fprintf(jf, ",\n  \"libals_ctx4_over_ctx0\": %.4f", ctx_overhead + 1);
         fprintf(jf, ",\n  \"targets\": [");
@@ -850,6 +1054,34 @@ int main(int argc, char **argv)
         }
     }
 
+    if (!json && do_req) {
+        printf("\nrequests: %llu requests, each binding a trace context and fanning out %d "
+               "subtasks\n(FNV-1a over %d bytes), in waves of %llu; libals subtasks read the "
+               "context with als_get,\nthe baselines get it passed by hand in the task argument\n",
+               (unsigned long long)nreq, REQ_FANOUT, REQ_BUF, (unsigned long long)inflight);
+        printf("%-32s %8s", "", "");
+        for (size_t b = 0; b < nb; b++)
+            printf(" %8s", bk[b]->name);
+        printf("\n%-32s %8s", "k requests/s (higher is better)", "");
+        for (size_t b = 0; b < nb; b++)
+            printf(" %8.1f", (double)nreq * 1e6 / rq[b].median_ns);
+        printf("\n%-32s %8s", "p50 latency, us", "");
+        for (size_t b = 0; b < nb; b++)
+            printf(" %8.1f", (double)rq[b].p50 / 1e3);
+        printf("\n%-32s %8s", "p99 latency, us", "");
+        for (size_t b = 0; b < nb; b++)
+            printf(" %8.1f", (double)rq[b].p99 / 1e3);
+        if (ials < nb) {
+            printf("\n%-32s %8s", "libals/X requests/s", "");
+            for (size_t b = 0; b < nb; b++)
+                printf(" %7.2fx", rq[ials].median_ns > 0 ? rq[b].median_ns / rq[ials].median_ns : 0);
+            printf("\n%-32s %8s", "X/libals p99", "");
+            for (size_t b = 0; b < nb; b++)
+                printf(" %7.2fx", rq[ials].p99 ? (double)rq[b].p99 / (double)rq[ials].p99 : 0);
+        }
+        printf("\n");
+    }
+
     if (!json && ntargets) {
         printf("\ntargets of the pool issue (this run)\n");
         for (size_t t = 0; t < ntargets; t++)
@@ -861,5 +1093,7 @@ int main(int argc, char **argv)
         bk[b]->destroy(pools[b]);
     for (unsigned j = 0; j < CTX_STORES; j++)
         als_free(ctx_stores[j]);
+    if (trace_store)
+        als_free(trace_store);
     return 0;
 }

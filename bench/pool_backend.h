@@ -15,13 +15,17 @@
  * natural API (data pointer = arg) instead of allocating a {fn, arg} pair
  * per task. The other backends ignore it.
  *
- * New baselines (libuv, oneTBB for the later suite) add one file
- * implementing this interface and one line in bench/pool.c.
+ * A new baseline adds one file implementing this interface, one line in
+ * all_backends in bench/pool.c and a package check in CMakeLists.txt.
  */
 #ifndef ALS_BENCH_POOL_BACKEND_H
 #define ALS_BENCH_POOL_BACKEND_H
 
 #include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" { /* bench/baseline_tbb.cpp */
+#endif
 
 typedef int (*bench_task_fn)(void *arg);
 
@@ -46,6 +50,15 @@ extern const bench_backend bench_backend_glib;
 #endif
 #ifdef BENCH_HAVE_OPENMP
 extern const bench_backend bench_backend_openmp;
+#endif
+#ifdef BENCH_HAVE_LIBUV
+extern const bench_backend bench_backend_libuv;
+#endif
+/* Always declared: bench/baseline_tbb.cpp defines it. */
+extern const bench_backend bench_backend_tbb;
+
+#ifdef __cplusplus
+}
 #endif
 
 #endif /* ALS_BENCH_POOL_BACKEND_H */
