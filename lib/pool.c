@@ -13,9 +13,10 @@
  *   slot for the newest task submitted by a task running on that worker. A
  *   chain of tasks that each submit the next therefore never leaves its core
  *   and wakes nobody; a fan-out pushes the older sibling to the ring, where
- *   idle workers find it. A worker takes at most LIFO_MAX tasks in a row from
- *   its slot before it looks at the ring, so self-resubmitting tasks cannot
- *   starve the ring.
+ *   idle workers find it. While the ring holds work, a worker takes at most
+ *   LIFO_MAX tasks in a row from its slot, so self-resubmitting tasks cannot
+ *   starve the ring. (A deeper private stack measured slower on fan-out:
+ *   the other workers starve.)
  *
  * Counting
  *   Every counter is written by one thread only: each worker counts what it
@@ -23,22 +24,25 @@
  *   share one counter. "In flight" is the sum of submissions minus the sum
  *   of finished tasks; a finished count is read before the submission counts
  *   so the sum can only overestimate, and seq_cst on both sides lets either
- *   a drain waiter or the last finishing worker see the other (Dekker).
+ *   a drain waiter or the last finishing worker see the other (Dekker). A
+ *   worker publishes its finished count, and drops the frame references of
+ *   finished tasks, in batches (task_finish explains why that is invisible).
  *
  * Parking
- *   Idle workers spin briefly, then sleep on their own futex word after
- *   setting their bit in the pool's idle mask. A submitter reads the mask
- *   after its push, whose commit is a locked instruction (queue.c): on
+ *   Idle workers spin briefly (polling the ring sparingly: each poll takes
+ *   the producers' cache line away), then sleep on their own futex word
+ *   after setting their bit in the pool's idle mask. A submitter reads the
+ *   mask after its push, whose commit is a locked instruction (queue.c): on
  *   x86-64 a full barrier, so either the sleeper's own locked announcement
  *   comes first and we see it, or our publication is visible to the
- *   sleeper's re-check of the ring. Elsewhere a seq_cst fence
- *   provides the same. The waker claims one sleeper by clearing its bit (as
- *   a condition variable counts signalled waiters), so a burst of submits
- *   into a parked pool makes one system call per parked worker, not one per
- *   submit. And while an idle worker is still spinning, submits wake nobody
- *   (Go's scheduler does the same): the spinner re-checks the ring after it
- *   stops spinning, before it parks. A woken worker that finds more work queued passes
- *   the wake-up on, so a burst needs only one waker on the submit side.
+ *   sleeper's re-check of the ring; elsewhere a seq_cst fence provides the
+ *   same. The waker claims one sleeper by clearing its bit (as a condition
+ *   variable counts signalled waiters), so a burst of submits into a parked
+ *   pool makes one system call per parked worker, not one per submit. While
+ *   an idle worker is still spinning, submits wake nobody (as in Go's
+ *   scheduler): the spinner re-checks the ring before it parks, and the last
+ *   spinner to find work, or a worker fresh from a park that finds more
+ *   queued, passes the wake-up on.
  */
 #include "pool.h"
 
