@@ -20,6 +20,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 seconds=${1:-60}
 build=${ALS_FUZZ_BUILD_DIR:-$root/build/fuzz}
+mkdir -p "$(dirname "$build")"  # a fresh clone has no build/ yet
 jobs=${ALS_FUZZ_JOBS:-1}
 
 if ! [[ $seconds =~ ^[0-9]+$ ]] || ((seconds < 1)); then

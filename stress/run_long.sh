@@ -17,6 +17,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$root/stress/lib.sh"
 minutes=${1:-12}
 build=${ALS_STRESS_LONG_DIR:-$root/build/tsan-long}
+mkdir -p "$(dirname "$build")"  # a fresh clone has no build/ yet
 
 if ! [[ $minutes =~ ^[0-9]+$ ]] || ((minutes < 10)); then
     printf 'usage: %s [MINUTES]   (at least 10)\n' "$0" >&2

@@ -18,6 +18,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib.sh
 source "$root/stress/lib.sh"
 build=${ALS_VALGRIND_BUILD_DIR:-$root/build/dev}
+mkdir -p "$(dirname "$build")"  # a fresh clone has no build/ yet
 seconds=${ALS_VALGRIND_SECONDS:-2}
 
 if ! command -v valgrind >/dev/null; then
