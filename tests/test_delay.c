@@ -56,6 +56,7 @@ static uint64_t now_ns(void)
 }
 
 #include "gate.h"
+#include "pool_helpers.h"
 
 static als_pool_t *new_pool(unsigned threads)
 {
@@ -63,22 +64,6 @@ static als_pool_t *new_pool(unsigned threads)
     als_pool_t *p = als_pool_new(&o);
     assert_non_null(p);
     return p;
-}
-
-static void get_stats(const als_pool_t *p, als_pool_stats *s)
-{
-    memset(s, 0xab, sizeof *s);
-    assert_int_equal(als_pool_stats_get(p, s), 0);
-}
-
-static void assert_balanced(const als_pool_stats *s)
-{
-    if (s->submitted != s->completed + s->failed + s->cancelled)
-        fail_msg("submitted %llu != completed %llu + failed %llu + cancelled %llu",
-                 (unsigned long long)s->submitted, (unsigned long long)s->completed,
-                 (unsigned long long)s->failed, (unsigned long long)s->cancelled);
-    assert_int_equal(s->queued, 0);
-    assert_int_equal(s->running, 0);
 }
 
 /* A destroy-owning store: every binding's value is a `struct dval` whose
@@ -159,12 +144,6 @@ static void assert_ran_once(struct dtask *d, const char *what, size_t i)
     if (t < d->t_submit + d->delay)
         fail_msg("%s %zu: ran %llu ns after submit, asked for %llu", what, i,
                  (unsigned long long)(t - d->t_submit), (unsigned long long)d->delay);
-}
-
-static int noop_task(void *arg)
-{
-    (void)arg;
-    return 0;
 }
 
 /* ---- arguments -------------------------------------------------------- */

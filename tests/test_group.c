@@ -48,22 +48,11 @@ extern long als__test_fail_alloc(long n, bool sticky) __attribute__((weak));
 /* ---- helpers ---------------------------------------------------------- */
 
 #include "gate.h"
-
-static int gate_task(void *arg)
-{
-    gate_pass(arg);
-    return 0;
-}
+#include "pool_helpers.h"
 
 static int open_task(void *arg)
 {
     gate_open(arg);
-    return 0;
-}
-
-static int noop_task(void *arg)
-{
-    (void)arg;
     return 0;
 }
 
@@ -94,66 +83,6 @@ static als_pool_t *new_pool(unsigned threads, struct errlog *e)
     als_pool_t *p = als_pool_new(&o);
     assert_non_null(p);
     return p;
-}
-
-static void get_stats(const als_pool_t *p, als_pool_stats *s)
-{
-    memset(s, 0xab, sizeof *s);
-    assert_int_equal(als_pool_stats_get(p, s), 0);
-}
-
-static void assert_balanced(const als_pool_stats *s)
-{
-    if (s->submitted != s->completed + s->failed + s->cancelled)
-        fail_msg("submitted %llu != completed %llu + failed %llu + cancelled %llu",
-                 (unsigned long long)s->submitted, (unsigned long long)s->completed,
-                 (unsigned long long)s->failed, (unsigned long long)s->cancelled);
-    assert_int_equal(s->queued, 0);
-    assert_int_equal(s->running, 0);
-}
-
-/* Holds a pool's only worker at `g`. */
-static void block_pool(als_pool_t *p, struct gate *g)
-{
-    gate_init(g);
-    assert_int_equal(als_submit(p, gate_task, g), 0);
-    gate_await_arrivals(g, 1);
-}
-
-/* A CANCEL shutdown of a pool whose one worker waits at `g`: a helper
- * submits probe tasks until the pool refuses (the shutdown has begun),
- * then opens the gate; every probe it got in is cancelled. */
-struct opener {
-    als_pool_t *pool;
-    struct gate *gate;
-    int probes;
-    int last_rc;
-};
-
-static void *opener_main(void *arg)
-{
-    struct opener *o = arg;
-    for (;;) {
-        int rc = als_submit(o->pool, noop_task, NULL);
-        if (rc != 0) {
-            o->last_rc = rc;
-            break;
-        }
-        o->probes++;
-    }
-    gate_open(o->gate);
-    return NULL;
-}
-
-static int cancel_shutdown_gated(als_pool_t *p, struct gate *g)
-{
-    struct opener o = {p, g, 0, 0};
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, opener_main, &o), 0);
-    assert_int_equal(als_pool_shutdown(p, ALS_SHUTDOWN_CANCEL), 0);
-    assert_int_equal(pthread_join(th, NULL), 0);
-    assert_int_equal(o.last_rc, ALS_ESHUTDOWN);
-    return o.probes;
 }
 
 /* Values of the destroy-owning store. */

@@ -29,6 +29,7 @@
 
 /* A gate: tasks announce their arrival and wait until the test opens it. */
 #include "gate.h"
+#include "pool_helpers.h"
 
 static int gated_task(void *arg)
 {
@@ -46,12 +47,6 @@ static int fail7_task(void *arg)
 {
     atomic_fetch_add((_Atomic int *)arg, 1);
     return 7;
-}
-
-static void get_stats(const als_pool_t *p, als_pool_stats *s)
-{
-    memset(s, 0xab, sizeof *s);
-    assert_int_equal(als_pool_stats_get(p, s), 0);
 }
 
 static void nap_us(long us)

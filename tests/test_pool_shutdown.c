@@ -34,27 +34,12 @@
 /* ---- helpers ---------------------------------------------------------- */
 
 #include "gate.h"
+#include "pool_helpers.h"
 
 static void nap_us(long us)
 {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
     nanosleep(&ts, NULL);
-}
-
-static void get_stats(const als_pool_t *p, als_pool_stats *s)
-{
-    memset(s, 0xab, sizeof *s);
-    assert_int_equal(als_pool_stats_get(p, s), 0);
-}
-
-static void assert_balanced(const als_pool_stats *s)
-{
-    if (s->submitted != s->completed + s->failed + s->cancelled)
-        fail_msg("submitted %llu != completed %llu + failed %llu + cancelled %llu",
-                 (unsigned long long)s->submitted, (unsigned long long)s->completed,
-                 (unsigned long long)s->failed, (unsigned long long)s->cancelled);
-    assert_int_equal(s->queued, 0);
-    assert_int_equal(s->running, 0);
 }
 
 static als_pool_t *new_pool(unsigned threads, unsigned cap, enum als_full_policy pol)
