@@ -206,14 +206,12 @@ int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t *
         *out = g;
         return 0;
     }
-    atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed); /* survive a failure */
+    /* The task takes the continuation's reference; ours is the caller's. */
     int rc = cont_submit(c, f->result);
     if (rc) {
-        als_future_release(g);
-        als_future_release(g);
+        als_future_release(g); /* cont_submit cancelled it and dropped its own */
         return rc;
     }
-    als_future_release(g);
     *out = g;
     return 0;
 }

@@ -335,17 +335,23 @@ void als__block_free(void *p)
 
 /* ---- running tasks ---------------------------------------------------- */
 
-/* Publishes what this worker deferred: its frame references first (so
- * destroy callbacks have run before the tasks count as done, and a drain
- * that returns has seen them), then the done count drain and shutdown
- * watch. */
-static void worker_flush(struct worker *w)
+/* Drops the frame references this worker deferred (see task_finish). */
+static void drop_held(struct worker *w)
 {
     if (w->held) {
         als__frame_release_n(w->held, w->held_n);
         w->held = NULL;
         w->held_n = 0;
     }
+}
+
+/* Publishes what this worker deferred: its frame references first (so
+ * destroy callbacks have run before the tasks count as done, and a drain
+ * that returns has seen them), then the done count drain and shutdown
+ * watch. */
+static void worker_flush(struct worker *w)
+{
+    drop_held(w);
     if (!w->done_pending)
         return;
     atomic_store_explicit(&w->done,
@@ -377,21 +383,15 @@ static void task_finish(struct worker *w, struct task *t, int rc, bool cancelled
     task_recycle(t);
     if (f != &als__empty_frame) {
         if (f != w->held) {
-            if (w->held)
-                als__frame_release_n(w->held, w->held_n);
+            drop_held(w);
             w->held = f;
-            w->held_n = 0;
         }
         w->held_n++;
     }
     if (g) {
         /* The group's waiter may look at destroy effects: drop the frame
          * references first (done counts may stay deferred). */
-        if (w->held) {
-            als__frame_release_n(w->held, w->held_n);
-            w->held = NULL;
-            w->held_n = 0;
-        }
+        drop_held(w);
         als__group_task_end(g, rc, cancelled);
     }
     w->done_pending++;
@@ -423,11 +423,8 @@ static void task_run(struct worker *w, struct task *t)
         return;
     }
     bump(&w->started, memory_order_relaxed);
-    if (w->held && w->held != t->frame) { /* see task_finish */
-        als__frame_release_n(w->held, w->held_n);
-        w->held = NULL;
-        w->held_n = 0;
-    }
+    if (w->held != t->frame) /* see task_finish */
+        drop_held(w);
     struct als__scope s;
     als__scope_open_frame(&s, t->frame, true, ALS__ID_LAZY, t->trigger_id);
     int rc = 0;
