@@ -43,6 +43,9 @@
 struct token {
     uint32_t magic;            /* plain on purpose, see the top */
     _Atomic int destroyed;
+    /* While one_step checks a run's value after the run, the token must not
+     * be freed under it: PINNED defers the quarantine to that check. */
+    _Atomic int pin;           /* UNPINNED, PINNED, DESTROYED_PINNED */
     int owner, store;
     uint64_t gen;              /* the store's incarnation */
 };
@@ -56,6 +59,20 @@ static pthread_mutex_t quarantine_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct token *quarantine[QUARANTINE];
 static size_t quarantine_next;
 
+enum { UNPINNED, PINNED, DESTROYED_PINNED };
+
+/* Destroyed tokens stay poisoned (not freed) for QUARANTINE destroys, so a
+ * read of a destroyed value is caught as DEAD rather than as garbage. */
+static void quarantine_put(struct token *t)
+{
+    pthread_mutex_lock(&quarantine_mu);
+    struct token *old = quarantine[quarantine_next];
+    quarantine[quarantine_next] = t;
+    quarantine_next = (quarantine_next + 1) % QUARANTINE;
+    pthread_mutex_unlock(&quarantine_mu);
+    free(old);
+}
+
 static void token_destroy(void *v)
 {
     struct token *t = v;
@@ -67,12 +84,10 @@ static void token_destroy(void *v)
     CHECK(t->magic == LIVE, "destroy of a token that is not live (%#x)", t->magic);
     t->magic = DEAD;
     atomic_fetch_add_explicit(&tokens_destroyed, 1, memory_order_relaxed);
-    pthread_mutex_lock(&quarantine_mu);
-    struct token *old = quarantine[quarantine_next];
-    quarantine[quarantine_next] = t;
-    quarantine_next = (quarantine_next + 1) % QUARANTINE;
-    pthread_mutex_unlock(&quarantine_mu);
-    free(old);
+    int pinned = PINNED;
+    if (atomic_compare_exchange_strong(&t->pin, &pinned, DESTROYED_PINNED))
+        return; /* the pinning thread quarantines it after its check */
+    quarantine_put(t);
 }
 
 static bool token_live(const struct token *t, const char *where)
@@ -343,6 +358,7 @@ static void one_step(struct worker *w, struct model *m, int depth)
         l.m.captured = false;
         w->binds++;
         w->st[s].running++;
+        atomic_store(&t->pin, PINNED);
         CHECK(als_run(w->st[s].als, t, level_fn, &l) == &l, "als_run");
         w->st[s].running--;
         if (!l.m.captured) {
@@ -354,6 +370,8 @@ static void one_step(struct worker *w, struct model *m, int depth)
         } else {
             m->captured = true;
         }
+        if (atomic_exchange(&t->pin, UNPINNED) == DESTROYED_PINNED)
+            quarantine_put(t);
     } else if (op < 6) {
         struct token *t = token_new(w, s);
         w->binds++;
