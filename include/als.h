@@ -333,7 +333,21 @@ ALS_API als_pool_t *als_pool_new(const als_pool_options *opts);
 
 /** Submits fn(arg) with the caller's context. Returns 0, ALS_EINVAL (NULL
  *  pool or fn), ALS_ESHUTDOWN, ALS_EFULL (REJECT policy) or ALS_ENOMEM
- *  (capture failed). Nothing accepted is ever lost. */
+ *  (capture failed). Nothing accepted is ever lost.
+ *
+ *  Throttling (as OpenMP runtimes do with deferred tasks): when a task of
+ *  this pool submits while the queue already holds 64 or more tasks per
+ *  worker and no worker is idle, the new task may run at once, inside
+ *  als_submit, on the submitting thread. It runs as any task does: in the
+ *  caller's context, with a fresh execution id whose trigger is the
+ *  caller's, its bindings ending with it, counted in the stats and
+ *  reported to on_error. Nested inline runs are bounded by a stack budget
+ *  (64 KiB, or a quarter of the worker's stack if less), beyond which
+ *  tasks are queued again. So a task must not submit, and then wait for,
+ *  a task that needs something the submitter provides only after
+ *  als_submit returns (a lock it holds, a signal it sends later).
+ *  Detached tasks (als_submit_task) and submits from outside the pool's
+ *  workers are always queued. */
 ALS_API int als_submit(als_pool_t *pool, als_task_fn fn, void *arg);
 
 /** als_submit with a cancel callback and flags. NULL task: ALS_EINVAL. */

@@ -144,6 +144,7 @@ void als__scope_open(struct als__scope *s)
     s->switched = false;
     s->ids = false;
     s->owns_frame = false;
+    s->keeps_cache = false;
     s->depth = ++T.depth;
     T.scope = s;
 }
@@ -185,8 +186,13 @@ static void scope_restore(struct als__scope *s)
             T.v.slots[u->index] = u->prev;
     T.undo = stop;
 
-    struct als__cached cache = T.cache;
-    T.cache = s->cache;
+    struct als__cached cache = { NULL, 0 };
+    if (!s->keeps_cache || head != stop) {
+        /* The current cache may hold what the scope bound: drop it, and
+         * put back the one the scope set aside (none for a task scope). */
+        cache = T.cache;
+        T.cache = s->cache;
+    }
     struct als__table *copy = NULL;
     struct als_snapshot *owned = NULL;
     if (s->switched) {
@@ -266,6 +272,7 @@ void als__scope_end(struct als__scope *s)
          * intact (it is ours), so restore from it: the context is exact,
          * only the abandoned scope's holds leak. */
         report("an als_scope_enter inside this scope was never left");
+        s->keeps_cache = false; /* the cache may be the abandoned scope's */
         if (!s->switched) /* a switched scope saved its table itself */
             deep = abandon_inner(s);
     }

@@ -43,6 +43,10 @@
 
 #define ALS__LIKELY(x) __builtin_expect(!!(x), 1)
 #define ALS__UNLIKELY(x) __builtin_expect(!!(x), 0)
+/* Padding between data written by different threads: two cache lines, since
+ * x86-64 prefetches lines in adjacent pairs, so neighbours 64 bytes apart
+ * still interfere (measured: bench/pool fan-out ran at half speed whenever
+ * an allocation put two workers' hot fields in one 128-byte pair). */
 #define ALS__CACHELINE 64
 #if defined(__x86_64__) || defined(__i386__)
 #define ALS__CPU_RELAX() __builtin_ia32_pause()
@@ -206,6 +210,7 @@ struct als__scope {
     bool switched;
     bool ids;
     bool owns_frame;              /* als_scope_enter: release `entered` */
+    bool keeps_cache;             /* als__scope_open_task: `cache` unused */
 };
 
 /* Opens a scope that changes only bindings (run, exit). */
@@ -221,6 +226,43 @@ int als__scope_close(struct als__scope *s);
  * always restores what `s` saved, reporting (debug builds) an inner
  * explicit scope that was never left. */
 void als__scope_end(struct als__scope *s);
+
+/* Opens a scope that keeps the current context but sets the execution ids:
+ * a task run inline by its submitter (pool.c), on its hot path, hence
+ * inline. The thread's cached capture stays in place (the context is the
+ * same); it is dropped at the end only if the task left writes to unwind. */
+static inline void als__scope_open_task(struct als__scope *s, uint64_t exec_id,
+                                        uint64_t trigger_id)
+{
+    s->outer = als__tls.scope;
+    s->undo = als__tls.undo;
+    s->cache.frame = NULL;
+    s->cache.credits = 0;
+    s->switched = false;
+    s->owns_frame = false;
+    s->keeps_cache = true;
+    s->ids = true;
+    s->exec_id = als__tls.exec_id;
+    s->trigger_id = als__tls.trigger_id;
+    s->depth = ++als__tls.depth;
+    als__tls.scope = s;
+    als__tls.exec_id = exec_id;
+    als__tls.trigger_id = trigger_id;
+}
+
+/* Ends a scope opened by als__scope_open_task. */
+static inline void als__scope_end_task(struct als__scope *s)
+{
+    if (ALS__UNLIKELY(als__tls.scope != s || als__tls.undo != s->undo)) {
+        als__scope_end(s); /* something to unwind */
+        return;
+    }
+    als__tls.exec_id = s->exec_id;
+    als__tls.trigger_id = s->trigger_id;
+    als__tls.scope = s->outer;
+    als__tls.depth = s->depth - 1;
+    s->depth = 0;
+}
 
 /* Takes the current level's cache away (to drop or to keep in a scope). */
 static inline struct als__cached als__cache_detach(struct als__cached *c)
@@ -251,6 +293,10 @@ als_bound_t *als__bound_new(als_fn fn, struct als_snapshot *frame, bool ids,
  * task itself, or a task or resource it creates), which keeps a shared
  * counter off the path of tasks that never look. */
 #define ALS__ID_LAZY UINT64_MAX
+/* A trigger id not known yet: the execution id of the code the scope was
+ * opened from (a task run inline by its submitter), which may itself be
+ * lazy. Resolved, outermost first, when someone asks (resource.c). */
+#define ALS__ID_PARENT (UINT64_MAX - 1)
 uint64_t als__async_id_next(void);
 
 /* Registers the thread-exit cleanup of this thread's context state. */

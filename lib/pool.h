@@ -14,6 +14,9 @@
 #define LIFO_MAX 32     /* LIFO-slot tasks in a row before looking at the ring */
 #define BATCH 64        /* tasks a worker may finish before publishing */
 #define SPIN 256        /* empty polls before parking (about 20-50 us) */
+#define INLINE_PER_WORKER 64 /* ring backlog per worker that makes a worker's
+                                submit run the task at once (see als__submit) */
+#define INLINE_STACK (64 * 1024) /* stack such inline runs may use, at most */
 
 enum als__pool_state { RUNNING = 0, DRAINING = 1, CANCELLING = 2, STOPPED = 3 };
 
@@ -43,6 +46,7 @@ struct worker {
     uint32_t done_pending;        /* finished tasks not yet counted in done */
     struct task *next;            /* LIFO slot: this thread only */
     unsigned streak;              /* LIFO-slot tasks taken in a row */
+    uintptr_t inline_floor;       /* inline runs only above this stack address */
     unsigned index;
     pthread_t thread;
 };
@@ -87,6 +91,7 @@ struct als_pool {
     void *user;
     unsigned nthreads;
     unsigned room_mark;           /* wake blocked submitters at this length */
+    unsigned inline_mark;         /* backlog that makes worker submits inline */
     struct worker *workers;
     struct als__timers timers;
     char name[16];

@@ -16,17 +16,72 @@ uint64_t als__async_id_next(void)
     return atomic_fetch_add_explicit(&next_async_id, 1, memory_order_relaxed);
 }
 
+/* The innermost scope at or outside `s` that set the execution ids, whose
+ * saved ids are those of the code the current execution was started from;
+ * NULL at a thread's top level. */
+static struct als__scope *ids_scope(struct als__scope *s)
+{
+    while (s && !s->ids)
+        s = s->outer;
+    return s;
+}
+
+/* An id as reported: 0 (a thread's top level) reads as 1. */
+static uint64_t id_shown(uint64_t id)
+{
+    return id ? id : 1;
+}
+
+/* Resolves the ids that ids scope `s` saved, drawing each lazy id only
+ * after the id of whatever triggered it, so ids increase along the causal
+ * chain. Inline task runs nest (pool.c), so the chain of unknown triggers
+ * can be long: each pass resolves its outermost link, without recursion. */
+static void saved_ids_resolve(struct als__scope *s)
+{
+    while (s->trigger_id == ALS__ID_PARENT) {
+        struct als__scope *x = s, *o = ids_scope(s->outer);
+        while (o && o->trigger_id == ALS__ID_PARENT) {
+            x = o;
+            o = ids_scope(o->outer);
+        }
+        if (!o) {
+            x->trigger_id = 1; /* cannot happen: inline runs are inside tasks */
+            continue;
+        }
+        if (o->exec_id == ALS__ID_LAZY)
+            o->exec_id = als__async_id_next();
+        x->trigger_id = id_shown(o->exec_id);
+        if (x->exec_id == ALS__ID_LAZY)
+            x->exec_id = als__async_id_next();
+    }
+    if (s->exec_id == ALS__ID_LAZY)
+        s->exec_id = als__async_id_next();
+}
+
+static uint64_t trigger_resolve(void)
+{
+    struct als__scope *s = ids_scope(T.scope);
+    if (!s)
+        return T.trigger_id = 1; /* cannot happen, as above */
+    saved_ids_resolve(s);
+    return T.trigger_id = id_shown(s->exec_id);
+}
+
 uint64_t als_execution_async_id(void)
 {
     uint64_t id = T.exec_id;
-    if (ALS__UNLIKELY(id == ALS__ID_LAZY))
+    if (ALS__UNLIKELY(id == ALS__ID_LAZY)) {
+        if (T.trigger_id == ALS__ID_PARENT)
+            trigger_resolve();
         id = T.exec_id = als__async_id_next();
-    return id ? id : 1;
+    }
+    return id_shown(id);
 }
 
 uint64_t als_trigger_async_id(void)
 {
-    return T.trigger_id;
+    uint64_t id = T.trigger_id;
+    return ALS__UNLIKELY(id == ALS__ID_PARENT) ? trigger_resolve() : id;
 }
 
 struct als_resource {
