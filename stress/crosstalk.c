@@ -287,6 +287,36 @@ static void *inner_check(void *arg)
 
 static int task_fn(void *arg);
 
+/* Throttling: a burst of children, enough for a backlog of over 64 tasks
+ * per worker, makes the pool run some of them inline, inside als_submit on
+ * this thread (and, with the ring full, the BLOCK policy runs them inline
+ * too). Each child checks its context as any task does; after each submit
+ * this task checks its own: what an inline child bound ended with it. */
+#define BURST_ONE_IN 128
+static unsigned burst_size;            /* 64 per worker, and 64 more */
+static _Thread_local int in_submit;    /* a task here is inside als_submit */
+static _Atomic uint64_t inline_runs;   /* tasks that ran inside a submit */
+
+static void burst(struct expect *e)
+{
+    struct sub *sb = e->owner;
+    for (unsigned k = 0; k < burst_size; k++) {
+        struct expect *c = expect_child(e, TASK_DEPTH); /* no further bursts */
+        waitcount_add(&sb->pending, 1);
+        atomic_fetch_add_explicit(&tasks_submitted, 1, memory_order_relaxed);
+        int was = in_submit;
+        in_submit = 1;
+        int rc = als_submit(pool, task_fn, c);
+        in_submit = was;
+        if (!CHECK(rc == 0, "burst als_submit: %s", als_strerror(rc))) {
+            free(c);
+            waitcount_done(&sb->pending);
+            return;
+        }
+        verify(&e->m, sb, e->strict, IDS_NONE, "task: after a burst submit");
+    }
+}
+
 /* What every task does after its first check: context operations on the
  * worker that must stay inside the task, and tasks of its own. */
 static void task_body(struct expect *e)
@@ -327,6 +357,8 @@ static void task_body(struct expect *e)
             waitcount_done(&sb->pending);
         }
     }
+    if (e->depth < TASK_DEPTH && rng_one_in(&r, BURST_ONE_IN))
+        burst(e);
 }
 
 static void task_end(struct expect *e)
@@ -385,6 +417,8 @@ static void created_first(const struct expect *e)
 static int task_fn(void *arg)
 {
     struct expect *e = arg;
+    if (in_submit)
+        atomic_fetch_add_explicit(&inline_runs, 1, memory_order_relaxed);
     created_first(e);
     verify(&e->m, e->owner, e->strict, IDS_TASK, "task");
     task_body(e);
@@ -975,6 +1009,7 @@ int main(int argc, char **argv)
                                              .name = "crosstalk" });
     if (!pool)
         abort();
+    burst_size = 64 * (nworkers + 1);
     printf("  %d submitters, %u workers, %d shared stores + 1 private each\n", nsub, nworkers,
            NSHARED);
 
@@ -1004,6 +1039,7 @@ int main(int argc, char **argv)
     stress_figure("tasks checked", "%" PRIu64, chk);
     stress_figure("contexts checked", "%" PRIu64, atomic_load(&contexts_checked));
     stress_figure("mismatches", "%" PRIu64, atomic_load(&mismatches));
+    stress_figure("tasks run inside their submit", "%" PRIu64, atomic_load(&inline_runs));
     for (int i = 0; i < OP_COUNT; i++) {
         char label[64];
         snprintf(label, sizeof label, "op %s", op_names[i]);
