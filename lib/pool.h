@@ -47,6 +47,10 @@ struct worker {
     struct task *next;            /* LIFO slot: this thread only */
     unsigned streak;              /* LIFO-slot tasks taken in a row */
     uintptr_t inline_floor;       /* inline runs only above this stack address */
+    unsigned running;             /* tasks running on this thread's stack */
+    struct als_snapshot *kept;    /* frame `ks` entered (a reference), or NULL */
+    struct als__scope ks;         /* kept open across top-level tasks of one
+                                     frame (task_run_top) */
     unsigned index;
     pthread_t thread;
 };

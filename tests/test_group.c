@@ -214,6 +214,30 @@ static void test_arguments(void **state)
     als_pool_free(p);
 }
 
+/* When als_group_wait returns, a value that only the group's tasks held
+ * has been destroyed: workers drop a finished group task's context before
+ * they report it to the group. */
+static void test_wait_sees_destroy(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    als_pool_t *p = new_pool(1, NULL);
+    als_group_t *g = als_group_new();
+    assert_non_null(g);
+    struct gt t[N];
+    struct dval v[N];
+    memset(t, 0, sizeof t);
+    memset(v, 0, sizeof v);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(gsubmit_in(g, p, &t[i], &v[i]), 0);
+    assert_int_equal(als_group_wait(g, -1), 0);
+    for (size_t i = 0; i < N; i++)
+        assert_gt_ran(&t[i], 1, "task", i);
+    assert_destroyed_once(v, N); /* no drain in between */
+    als_group_free(g);
+    als_pool_free(p);
+}
+
 static void test_all_succeed(void **state)
 {
     (void)state;
@@ -874,6 +898,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_arguments),
         cmocka_unit_test(test_all_succeed),
+        cmocka_unit_test(test_wait_sees_destroy),
         cmocka_unit_test(test_first_failure_in_order),
         cmocka_unit_test(test_first_failure_completion_order),
         cmocka_unit_test(test_cancelled_none_failed),
