@@ -295,7 +295,10 @@ typedef struct als_pool als_pool_t;
 /** Options for als_pool_new(). Zero-initialise and set what you need. */
 typedef struct als_pool_options {
     unsigned threads;          /**< 0: the CPUs this process may run on */
-    unsigned queue_capacity;   /**< 0: 4096; rounded up to a power of two */
+    /** 0: 4096; rounded up to a power of two. That many tasks (or one
+     *  fewer) can wait in the queue; a busy worker may also hold up to 3
+     *  more it took off the queue together with the one it runs. */
+    unsigned queue_capacity;
     enum als_full_policy on_full; /**< BLOCK (default) or REJECT */
     const char *name;          /**< workers are named "<name>-<n>"; NULL: "als" */
     /** Optional: called on the worker when a task returns non-zero, inside

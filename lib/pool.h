@@ -13,7 +13,9 @@
 #define MAX_CAPACITY (1u << 30)
 #define LIFO_MAX 32     /* LIFO-slot tasks in a row before looking at the ring */
 #define BATCH 64        /* tasks a worker may finish before publishing */
-#define SPIN 256        /* empty polls before parking (about 20-50 us) */
+#define SPIN 64         /* empty polls before parking (about 20-50 us) */
+#define POLL_PAUSES 32  /* pauses between two polls of the ring */
+#define POP_BATCH 4     /* ring tasks a worker may take with one claim */
 #define INLINE_PER_WORKER 64 /* ring backlog per worker that makes a worker's
                                 submit run the task at once (see als__submit) */
 #define INLINE_STACK (64 * 1024) /* stack such inline runs may use, at most */
@@ -48,6 +50,8 @@ struct worker {
     unsigned streak;              /* LIFO-slot tasks taken in a row */
     uintptr_t inline_floor;       /* inline runs only above this stack address */
     unsigned running;             /* tasks running on this thread's stack */
+    struct task *batch[POP_BATCH]; /* taken off the ring, not yet run */
+    unsigned batch_i, batch_n;    /* batch[batch_i..batch_n) remain */
     struct als_snapshot *kept;    /* frame `ks` entered (a reference), or NULL */
     struct als__scope ks;         /* kept open across top-level tasks of one
                                      frame (task_run_top) */

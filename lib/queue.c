@@ -74,6 +74,32 @@ void *als__queue_pop(struct als__queue *q)
     return item;
 }
 
+/* ck's multi-consumer dequeue (_ck_ring_dequeue_mc) for n items at once:
+ * read them, then claim them all by moving the consumer head past them. A
+ * consumer that takes several tasks per claim moves the head's cache line
+ * between CPUs once for all of them. */
+unsigned als__queue_pop_many(struct als__queue *q, void **items, unsigned max)
+{
+    struct ck_ring *ring = &q->ring;
+    const unsigned mask = ring->mask;
+    unsigned consumer = ck_pr_load_uint(&ring->c_head), n;
+    do {
+        ck_pr_fence_load();
+        n = ck_pr_load_uint(&ring->p_tail) - consumer;
+        if (n == 0)
+            return 0;
+        if (n > max)
+            n = max;
+        ck_pr_fence_load();
+        for (unsigned i = 0; i < n; i++)
+            items[i] = ck_pr_load_ptr(&q->buf[(consumer + i) & mask].value);
+        ck_pr_fence_store_atomic();
+    } while (!ck_pr_cas_uint_value(&ring->c_head, consumer, consumer + n, &consumer));
+    for (unsigned i = 0; i < n; i++)
+        ACQUIRE(items[i]);
+    return n;
+}
+
 unsigned als__queue_length(struct als__queue *q)
 {
     return ck_ring_size(&q->ring);

@@ -1,5 +1,5 @@
 /* A bounded multi-producer multi-consumer queue of pointers: Concurrency
- * Kit's ck_ring behind four functions. No call blocks: a full queue refuses
+ * Kit's ck_ring behind five functions. No call blocks: a full queue refuses
  * a push, an empty one returns NULL; the pool decides what to do then.
  *
  * Ordering contract: everything the pushing thread did before
@@ -26,6 +26,9 @@ void als__queue_fini(struct als__queue *q);
 bool als__queue_push(struct als__queue *q, void *item);
 /* NULL when empty. */
 void *als__queue_pop(struct als__queue *q);
+/* Pops up to `max` (>= 1) items with one compare-and-swap, oldest first,
+ * into items[]; returns how many (0 when empty). Same ordering per item. */
+unsigned als__queue_pop_many(struct als__queue *q, void **items, unsigned max);
 /* Items in the queue, a racy snapshot (exact when nobody pushes or pops). */
 unsigned als__queue_length(struct als__queue *q);
 
