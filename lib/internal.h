@@ -43,10 +43,6 @@
 
 #define ALS__LIKELY(x) __builtin_expect(!!(x), 1)
 #define ALS__UNLIKELY(x) __builtin_expect(!!(x), 0)
-/* Padding between data written by different threads: two cache lines, since
- * x86-64 prefetches lines in adjacent pairs, so neighbours 64 bytes apart
- * still interfere (measured: bench/pool fan-out ran at half speed whenever
- * an allocation put two workers' hot fields in one 128-byte pair). */
 #define ALS__CACHELINE 64
 #if defined(__x86_64__) || defined(__i386__)
 #define ALS__CPU_RELAX() __builtin_ia32_pause()

@@ -17,7 +17,7 @@
 #define POLL_PAUSES 32  /* pauses between two polls of the ring */
 #define POP_BATCH 4     /* ring tasks a worker may take with one claim */
 #define INLINE_PER_WORKER 64 /* ring backlog per worker that makes a worker's
-                                submit run the task at once (see als__submit) */
+                                submit run the task at once (submit_inline) */
 #define INLINE_STACK (64 * 1024) /* stack such inline runs may use, at most */
 
 enum als__pool_state { RUNNING = 0, DRAINING = 1, CANCELLING = 2, STOPPED = 3 };

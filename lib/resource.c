@@ -51,8 +51,6 @@ static void saved_ids_resolve(struct als__scope *s)
         if (o->exec_id == ALS__ID_LAZY)
             o->exec_id = als__async_id_next();
         x->trigger_id = id_shown(o->exec_id);
-        if (x->exec_id == ALS__ID_LAZY)
-            x->exec_id = als__async_id_next();
     }
     if (s->exec_id == ALS__ID_LAZY)
         s->exec_id = als__async_id_next();
