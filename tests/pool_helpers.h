@@ -4,6 +4,8 @@
 #define ALS_TEST_POOL_HELPERS_H
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <string.h>
 
 /* A task that waits at the gate `arg` until the test opens it. */
@@ -17,6 +19,23 @@ static inline int noop_task(void *arg)
 {
     (void)arg;
     return 0;
+}
+
+/* A value of a destroy-owning store that counts its destroys. */
+struct dval {
+    _Atomic int destroyed;
+};
+
+static inline void dval_destroy(void *v)
+{
+    atomic_fetch_add(&((struct dval *)v)->destroyed, 1);
+}
+
+static inline void assert_destroyed_once(struct dval *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (atomic_load(&v[i].destroyed) != 1)
+            fail_msg("value %zu destroyed %d times", i, atomic_load(&v[i].destroyed));
 }
 
 static inline void get_stats(const als_pool_t *p, als_pool_stats *s)

@@ -66,25 +66,9 @@ static als_pool_t *new_pool(unsigned threads)
     return p;
 }
 
-/* A destroy-owning store: every binding's value is a `struct dval` whose
- * destroy count must end at exactly 1. */
+/* A destroy-owning store: every binding's value is a `struct dval`
+ * (pool_helpers.h) whose destroy count must end at exactly 1. */
 static als_t *store;
-
-struct dval {
-    _Atomic int destroyed;
-};
-
-static void dval_destroy(void *v)
-{
-    atomic_fetch_add(&((struct dval *)v)->destroyed, 1);
-}
-
-static void assert_destroyed_once(struct dval *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (atomic_load(&v[i].destroyed) != 1)
-            fail_msg("value %zu destroyed %d times", i, atomic_load(&v[i].destroyed));
-}
 
 /* A delayed task's record. */
 struct dtask {

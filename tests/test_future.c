@@ -134,7 +134,7 @@ static void assert_rec_ran(struct rec *r, uintptr_t arg, const char *what)
                  (unsigned long)arg);
 }
 
-static void assert_destroyed_once(struct rec *r, size_t n)
+static void assert_recs_destroyed_once(struct rec *r, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (atomic_load(&r[i].destroyed) != 1)
@@ -304,7 +304,7 @@ static void test_wait_result_and_context(void **state)
         als_future_release(f[i]);
     }
     assert_int_equal(als_pool_drain(p), 0);
-    assert_destroyed_once(r, N);
+    assert_recs_destroyed_once(r, N);
     als_pool_stats s;
     get_stats(p, &s);
     assert_int_equal(s.submitted, N);
@@ -344,7 +344,7 @@ static void test_timeout(void **state)
     als_future_release(f);
     als_future_release(queued);
     als_pool_free(p);
-    assert_destroyed_once(r, 2);
+    assert_recs_destroyed_once(r, 2);
     gate_destroy(&g);
     free(r);
 }
@@ -411,7 +411,7 @@ static void test_cancel_shutdown(void **state)
     assert_int_equal(als_pool_drain(p2), 0);
     for (size_t i = 0; i < 6; i++)
         assert_int_equal(atomic_load(&r[i].runs), 0);
-    assert_destroyed_once(r, 6);
+    assert_recs_destroyed_once(r, 6);
 
     als_pool_stats s;
     get_stats(p, &s);
@@ -462,7 +462,7 @@ static void test_cancel_long_chain(void **state)
     for (size_t i = 0; i <= N; i++)
         if (atomic_load(&r[i].runs) != 0)
             fail_msg("link %zu ran", i);
-    assert_destroyed_once(r, N + 1);
+    assert_recs_destroyed_once(r, N + 1);
     als_pool_stats s;
     get_stats(p, &s);
     assert_int_equal(s.submitted, 2 + (uint64_t)probes);
@@ -512,7 +512,7 @@ static void test_then_context_and_result(void **state)
     als_future_release(c1);
     als_future_release(c2);
     assert_int_equal(als_pool_drain(p), 0);
-    assert_destroyed_once(r, 3);
+    assert_recs_destroyed_once(r, 3);
     als_pool_stats s;
     get_stats(p, &s);
     assert_int_equal(s.submitted, 3); /* continuations are pool tasks */
@@ -580,7 +580,7 @@ static void test_then_after_completion(void **state)
     als_future_release(c3);
     assert_int_equal(als_pool_drain(p), 0);
     assert_int_equal(als_pool_drain(q), 0);
-    assert_destroyed_once(r, 4);
+    assert_recs_destroyed_once(r, 4);
     als_pool_stats s;
     get_stats(p, &s);
     assert_int_equal(s.submitted, 2);
@@ -625,7 +625,7 @@ static void test_then_chain(void **state)
         snprintf(what, sizeof what, "link %zu", i);
         assert_rec_ran(&r[i], i, what);
     }
-    assert_destroyed_once(r, N + 1);
+    assert_recs_destroyed_once(r, N + 1);
     als_pool_stats s, s2;
     get_stats(p, &s);
     get_stats(p2, &s2);
@@ -684,7 +684,7 @@ static void test_then_fan_out_and_races(void **state)
     }
     als_future_release(f);
     assert_int_equal(als_pool_drain(p), 0);
-    assert_destroyed_once(r, FAN + 1);
+    assert_recs_destroyed_once(r, FAN + 1);
     free(r);
 
     /* `then` racing completion: each round, a source that is not held and
@@ -714,7 +714,7 @@ static void test_then_fan_out_and_races(void **state)
         for (size_t i = 1; i <= 2 * PER; i++)
             assert_rec_ran(&rk[i], k + 1, "racing continuation");
     }
-    assert_destroyed_once(r, (size_t)ROUNDS * (2 * PER + 1));
+    assert_recs_destroyed_once(r, (size_t)ROUNDS * (2 * PER + 1));
     als_pool_stats s;
     get_stats(p, &s);
     assert_int_equal(s.submitted, 1 + FAN + ROUNDS * (2 * PER + 1));
@@ -773,7 +773,7 @@ static void test_release_before_completion(void **state)
     assert_rec_ran(&r[0], 5, "released source");
     assert_rec_ran(&r[1], 6, "released continuation");
     assert_rec_ran(&r[2], 7, "released continuation's continuation");
-    assert_destroyed_once(r, 3);
+    assert_recs_destroyed_once(r, 3);
     free(r);
 
     /* Releases racing completions. */
@@ -874,7 +874,7 @@ static void test_wait_on_worker(void **state)
     als_future_release(target);
 
     assert_int_equal(als_pool_drain(p), 0);
-    assert_destroyed_once(r, 4);
+    assert_recs_destroyed_once(r, 4);
     als_pool_stats s;
     get_stats(p, &s);
     assert_int_equal(s.submitted, 5);
@@ -964,7 +964,7 @@ static void test_worker_wait_timeout(void **state)
     als_pool_free(p);
     als_pool_free(q);
     assert_rec_ran(&r[0], 1, "held future");
-    assert_destroyed_once(r, 1);
+    assert_recs_destroyed_once(r, 1);
     gate_destroy(&g);
     free(r);
 }

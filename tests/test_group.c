@@ -85,24 +85,8 @@ static als_pool_t *new_pool(unsigned threads, struct errlog *e)
     return p;
 }
 
-/* Values of the destroy-owning store. */
-struct dval {
-    _Atomic int destroyed;
-};
-
-static void dval_destroy(void *v)
-{
-    atomic_fetch_add(&((struct dval *)v)->destroyed, 1);
-}
-
-static void assert_destroyed_once(struct dval *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (atomic_load(&v[i].destroyed) != 1)
-            fail_msg("value %zu destroyed %d times", i, atomic_load(&v[i].destroyed));
-}
-
-/* A group task's record. */
+/* A group task's record. Values of the destroy-owning store are struct
+ * dval (pool_helpers.h). */
 struct gt {
     struct gate *gate;         /* passed first, if set */
     struct gate *opens;        /* if set: submits a task that opens it */
