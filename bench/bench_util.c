@@ -147,3 +147,24 @@ bool bench_list_valid(const char *opt, const char *list, const char *const *name
         p += l + 1;
     }
 }
+
+FILE *bench_json_open(bool json, const char *path, bool *ok)
+{
+    *ok = true;
+    if (!path)
+        return json ? stdout : NULL;
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        perror(path);
+        *ok = false;
+    }
+    return f;
+}
+
+bool bench_json_close(FILE *f, const char *path)
+{
+    if (f == stdout || fclose(f) == 0)
+        return true;
+    perror(path);
+    return false;
+}

@@ -11,6 +11,7 @@
 #define ALS_BENCH_UTIL_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -62,5 +63,12 @@ bool bench_list_valid(const char *opt, const char *list, const char *const *name
 
 /* Whether `name` is in the comma-separated `list` (NULL list: every name). */
 bool bench_in_list(const char *list, const char *name);
+
+/* Where JSON results go: the file `path` if set (*ok false, with a message,
+ * if it cannot be opened), else stdout with --json, else nowhere (NULL). */
+FILE *bench_json_open(bool json, const char *path, bool *ok);
+/* Closes what bench_json_open opened; false, with a message, if the file
+ * could not be written. */
+bool bench_json_close(FILE *f, const char *path);
 
 #endif /* ALS_BENCH_UTIL_H */

@@ -568,14 +568,10 @@ int main(int argc, char **argv)
                 measure(i, reps, min_ms * 1000000u);
     }
 
-    FILE *jf = json ? stdout : NULL;
-    if (json_out) {
-        jf = fopen(json_out, "w");
-        if (!jf) {
-            perror(json_out);
-            return 1;
-        }
-    }
+    bool json_ok;
+    FILE *jf = bench_json_open(json, json_out, &json_ok);
+    if (!json_ok)
+        return 1;
     if (jf) {
         fprintf(jf,
                 "{\n  \"benchmark\": \"context\",\n  \"libals_version\": \"%s\",\n"
@@ -613,10 +609,8 @@ int main(int argc, char **argv)
             sep = ", ";
         }
         fprintf(jf, "}\n}\n");
-        if (jf != stdout && fclose(jf) != 0) {
-            perror(json_out);
+        if (!bench_json_close(jf, json_out))
             return 1;
-        }
     }
     if (!json) {
         printf("bench/context: libals %s, ns per operation, median of %u repetitions "

@@ -873,14 +873,10 @@ int main(int argc, char **argv)
         }
     }
 
-    FILE *jf = json ? stdout : NULL;
-    if (json_out) {
-        jf = fopen(json_out, "w");
-        if (!jf) {
-            perror(json_out);
-            return 1;
-        }
-    }
+    bool json_ok;
+    FILE *jf = bench_json_open(json, json_out, &json_ok);
+    if (!json_ok)
+        return 1;
     if (jf) {
         fprintf(jf,
                 "{\n  \"benchmark\": \"pool\",\n  \"libals_version\": \"%s\",\n"
@@ -969,10 +965,8 @@ int main(int argc, char **argv)
                     targets[t].value >= targets[t].goal ? "true" : "false");
         fprintf(jf, "\n  ]");
         fprintf(jf, "\n}\n");
-        if (jf != stdout && fclose(jf) != 0) {
-            perror(json_out);
+        if (!bench_json_close(jf, json_out))
             return 1;
-        }
     }
     if (!json) {
         printf("bench/pool: %u worker threads per backend, %u CPUs, median of %llu runs\n", threads,
