@@ -261,13 +261,10 @@ static void test_resource_enter_arguments(void **state)
 /* Enter: the resource's context and ids, also after the resource is freed
  * (the scope holds the context); leave: exactly what was current before;
  * leaving again is refused. */
-static void test_resource_enter_leave(void **state)
+static void *enter_leave_in_run(void *arg)
 {
-    (void)state;
-    als_resource_t *r = als_run(a, &v1, new_resource, "req");
-    assert_non_null(r);
+    als_resource_t *r = arg;
     uint64_t id = als_resource_async_id(r);
-    als_enter_with(a, &v2); /* the top level's own value, to come back to */
     als_scope_t sc;
     assert_int_equal(als_resource_enter(&sc, r), 0);
     assert_ids(here(), id, 1, &v1);
@@ -281,7 +278,17 @@ static void test_resource_enter_leave(void **state)
     assert_ids(here(), 1, 0, &v2);
     assert_int_equal(als_scope_leave(&sc), ALS_EINVAL);
     assert_ids(here(), 1, 0, &v2);
-    als_enter_with(a, &dflt);
+    return NULL;
+}
+
+static void test_resource_enter_leave(void **state)
+{
+    (void)state;
+    als_resource_t *r = als_run(a, &v1, new_resource, "req");
+    assert_non_null(r);
+    /* Inside a run of its own value, to come back to; r is freed inside. */
+    als_run(a, &v2, enter_leave_in_run, r);
+    assert_ids(here(), 1, 0, &dflt);
 }
 
 /* Last-in-first-out: leaving the outer scope first is refused and changes
