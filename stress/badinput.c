@@ -773,9 +773,9 @@ static void row_group(void)
               als_group_submit(g, p, fail_task, (void *)(intptr_t)9) == 0,
           "als_group_submit");
     CHECK(als_group_wait(g, 0) == ALS_ETIMEDOUT, "timeout 0 on a pending group");
-    gate_open();
     int first = -1;
     CHECK(als_group_first_error(g, &first) == 0 && first == 0, "nothing failed yet");
+    gate_open();
     CHECK(als_group_wait(g, INT64_MAX) == ALS_ETASK, "a task failed");
     CHECK(als_group_first_error(g, &first) == 0 && first == 7,
           "the first non-zero result (one worker: in order)");
