@@ -66,12 +66,11 @@ endif()
 if(ALS_FILE_PROGRAM AND ALS_DPKG_SHLIBDEPS)
   # dpkg-shlibdeps turns libals.so's DT_NEEDED into exact dependencies: today
   # only libc6, since libals uses nothing but ck's inline functions (no
-  # libck.so.0 at run time); libck0 appears by itself if that changes.
+  # libck.so.0 at run time, and no longer linked: see lib/CMakeLists.txt).
   set(CPACK_DEBIAN_RUNTIME_PACKAGE_SHLIBDEPS ON)
 else()
-  # Not a Debian build host: name the dependencies by hand, erring towards
-  # libck0 in case the library starts calling into libck.so.
-  set(CPACK_DEBIAN_RUNTIME_PACKAGE_DEPENDS "libc6 (>= 2.34), libck0 (>= 0.7)")
+  # Not a Debian build host: name the dependency by hand.
+  set(CPACK_DEBIAN_RUNTIME_PACKAGE_DEPENDS "libc6 (>= 2.34)")
 endif()
 
 # dev -> libals-dev
@@ -84,10 +83,9 @@ set(CPACK_DEBIAN_DEV_DESCRIPTION
 This package contains the headers, the static library, the CMake package
 (find_package(als CONFIG)) and the pkg-config file (als.pc).")
 # The headers and the .so link only make sense with the exact same build of
-# the library; libck-dev because the CMake package and `pkg-config --static`
-# both require ck.pc (and libck.a for static links).
+# the library. No libck-dev: neither the CMake package nor als.pc needs ck.
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
-    "libals${PROJECT_VERSION_MAJOR} (= ${PROJECT_VERSION}), libck-dev, pkg-config | pkgconf")
+    "libals${PROJECT_VERSION_MAJOR} (= ${PROJECT_VERSION})")
 unset(_als_long_description)
 
 include(CPack)

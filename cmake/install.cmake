@@ -46,9 +46,8 @@ if(ALS_INSTALL)
     COMPONENT dev
     FILES_MATCHING PATTERN "*.h")
 
-  # als_static's link interface holds $<LINK_ONLY:PkgConfig::CK> (CMake turns
-  # a static library's PRIVATE dependencies into link-only ones), and both
-  # targets name Threads::Threads: alsConfig.cmake recreates those two.
+  # Both targets name Threads::Threads, which alsConfig.cmake recreates;
+  # nothing else (ck is compile-time only, see lib/CMakeLists.txt).
   install(EXPORT alsTargets
     NAMESPACE als::
     DESTINATION "${ALS_INSTALL_CMAKEDIR}"

@@ -38,7 +38,11 @@ extern "C" {
 #define ALS_VERSION_STRING "0.1.0"
 /** @} */
 
-/** Marks the exported API. Everything else in the library is hidden. */
+/** Marks the exported API. Everything else in the library is hidden.
+ *  Users of the static library libals.a may define ALS_STATIC_DEFINE (CMake's
+ *  als::als_static and `pkg-config --static --cflags als` do): ALS_API then
+ *  expands to nothing. It changes nothing at link time on ELF platforms; it
+ *  only keeps the declarations free of a visibility attribute. */
 #if defined(ALS_STATIC_DEFINE)
 #define ALS_API
 #elif defined(__GNUC__)
@@ -58,6 +62,11 @@ extern "C" {
 #define ALS_EDEADLK   (-5)   /**< the call would deadlock */
 #define ALS_ETIMEDOUT (-6)   /**< the wait timed out */
 #define ALS_ECANCELED (-7)   /**< the work was cancelled */
+/** A task of a group returned non-zero (als_group_wait). The task's own
+ *  code is never returned in place of an ALS_E* code: it is reported apart,
+ *  by als_group_first_error, so a task returning, say, -6 cannot be taken
+ *  for ALS_ETIMEDOUT. */
+#define ALS_ETASK     (-8)
 
 /** A static English text for @p err; each ALS_E* code has its own, unknown
  *  codes get "unknown error". Never NULL. */
@@ -109,6 +118,17 @@ ALS_API const char *als_name(const als_t *als);
  *  was disabled since. NULL for a NULL store. Never allocates or locks;
  *  its cost does not depend on nesting depth or on the number of stores. */
 ALS_API void *als_get(const als_t *als);
+
+/** ScopedValue.isBound(): 1 if a value is bound to @p als in the calling
+ *  thread's current context, else 0 (als_get then returns default_value).
+ *  A bound value counts whatever it is: NULL, or default_value itself, is
+ *  bound as well, so this tells "bound to the default" from "not bound".
+ *  Bindings are those of als_run and als_enter_with, also inside an entered
+ *  capture (snapshot, bound function, resource, pool task, thread). 0
+ *  inside als_exit of the store, for a binding made before the store's
+ *  latest als_disable (as als_get gives the default there), and for a NULL
+ *  store. Never allocates or locks; costs what als_get costs. */
+ALS_API int als_has(const als_t *als);
 
 /** Binds @p value to @p als for exactly the duration of fn(arg) and returns
  *  fn's result. When it returns, the thread's context is exactly what it was
@@ -235,6 +255,18 @@ ALS_API uint64_t als_resource_trigger_async_id(const als_resource_t *res);
  *  its trigger id; restores everything after. NULL resource or fn: calls
  *  nothing, returns NULL. */
 ALS_API void *als_resource_run_in_scope(als_resource_t *res, als_fn fn, void *arg);
+
+/** als_scope_enter for a resource, for event loops that cannot wrap their
+ *  callback in als_resource_run_in_scope: enters the resource's context,
+ *  with als_execution_async_id() == its async id and als_trigger_async_id()
+ *  == its trigger id, until als_scope_leave(@p scope) restores the context
+ *  and the ids current at this call. Same rules as als_scope_enter: the
+ *  scope is the calling thread's, strictly last-in-first-out, and holds its
+ *  own reference to the context (@p res may be freed while it is open);
+ *  als_scope_leave returns ALS_EINVAL, changing nothing, for a scope that is
+ *  not the thread's innermost open one or was already left. Allocates
+ *  nothing. Returns 0 or ALS_EINVAL (NULL argument). */
+ALS_API int als_resource_enter(als_scope_t *scope, als_resource_t *res);
 
 /** A bound function whose calls run in the resource's scope (context and
  *  ids). Independent of @p res afterwards. NULL for NULL arguments or if
@@ -407,7 +439,10 @@ ALS_API int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future
 
 /** Waits for @p f: 0 and its result in *result (if @p result is not NULL),
  *  ALS_ETIMEDOUT after @p timeout_ns (< 0: no limit), ALS_ECANCELED when
- *  the pool dropped the task, ALS_EINVAL for NULL. */
+ *  the pool dropped the task, ALS_EINVAL for NULL. The two channels never
+ *  mix: the return value is only ever one of these codes, whatever the
+ *  task returned, and fn's result only ever arrives in *result (which is
+ *  left untouched unless the call returns 0). */
 ALS_API int als_future_wait(als_future_t *f, int64_t timeout_ns, void **result);
 
 /** When @p f completes, fn(result of f) runs on @p pool inside the context
@@ -438,11 +473,19 @@ ALS_API als_group_t *als_group_new(void);
  *  group may add tasks to it. Errors as als_submit; ALS_EINVAL for NULL. */
 ALS_API int als_group_submit(als_group_t *g, als_pool_t *pool, als_task_fn fn, void *arg);
 
-/** Waits until every task of @p g has finished. Returns the first non-zero
- *  task result in completion order, else ALS_ECANCELED if tasks were
- *  cancelled, else 0; ALS_ETIMEDOUT after @p timeout_ns (< 0: no limit);
- *  ALS_EINVAL for NULL. */
+/** Waits until every task of @p g has finished. Returns 0 if every task
+ *  returned 0; ALS_ETASK if a task returned non-zero (its code:
+ *  als_group_first_error); else ALS_ECANCELED if tasks were cancelled;
+ *  ALS_ETIMEDOUT after @p timeout_ns (< 0: no limit); ALS_EINVAL for NULL.
+ *  A task's own code is never returned here. */
 ALS_API int als_group_wait(als_group_t *g, int64_t timeout_ns);
+
+/** The first non-zero result a task of @p g returned, in completion order,
+ *  into *result: the task's own code, whatever it is; 0 if no task has
+ *  failed so far. Once set it never changes. Any thread, any time (after
+ *  als_group_wait returned ALS_ETASK it is non-zero). Returns 0, or
+ *  ALS_EINVAL (NULL argument; *result untouched). */
+ALS_API int als_group_first_error(const als_group_t *g, int *result);
 
 /** Releases the group, from any thread, even with tasks pending (they
  *  still run). NULL is a no-op. */

@@ -12,6 +12,7 @@ const char *als_strerror(int err)
     case ALS_EDEADLK:   return "operation would deadlock";
     case ALS_ETIMEDOUT: return "timed out";
     case ALS_ECANCELED: return "cancelled";
+    case ALS_ETASK:     return "a task failed";
     default:            return "unknown error";
     }
 }

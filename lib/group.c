@@ -85,8 +85,19 @@ int als_group_wait(als_group_t *g, int64_t timeout_ns)
         return ALS_EINVAL;
     if (als__wait(finished, g, &g->seq, &g->waiting, als__deadline(timeout_ns)))
         return ALS_ETIMEDOUT;
-    int err = atomic_load_explicit(&g->first_error, memory_order_relaxed);
-    if (err)
-        return err;
+    /* The task's own code stays out of the return value: it could be any
+     * int, an ALS_E* code included (als_group_first_error gives it). */
+    if (atomic_load_explicit(&g->first_error, memory_order_relaxed))
+        return ALS_ETASK;
     return atomic_load_explicit(&g->cancelled, memory_order_relaxed) ? ALS_ECANCELED : 0;
+}
+
+int als_group_first_error(const als_group_t *g, int *result)
+{
+    if (!g || !result)
+        return ALS_EINVAL;
+    /* Relaxed: the value is all there is (set once, by a CAS); a caller
+     * that waited got it ordered by the wait. */
+    *result = atomic_load_explicit(&g->first_error, memory_order_relaxed);
+    return 0;
 }

@@ -215,6 +215,10 @@ void als__scope_open(struct als__scope *s);
  * until the scope closes); with `ids`, also sets the execution ids. */
 void als__scope_open_frame(struct als__scope *s, struct als_snapshot *f,
                            bool ids, uint64_t exec_id, uint64_t trigger_id);
+/* Opens explicit scope `s` (als_scope_enter, als_resource_enter) over
+ * frame `f`, taking its own reference; als__scope_close closes it. */
+void als__scope_enter(struct als__scope *s, struct als_snapshot *f, bool ids,
+                      uint64_t exec_id, uint64_t trigger_id);
 /* Closes the innermost scope `s` (als_scope_leave). ALS_EINVAL, changing
  * nothing, if `s` is not the innermost open scope (a LIFO violation). */
 int als__scope_close(struct als__scope *s);

@@ -143,6 +143,15 @@ void *als_resource_run_in_scope(als_resource_t *res, als_fn fn, void *arg)
     return result;
 }
 
+int als_resource_enter(als_scope_t *scope, als_resource_t *res)
+{
+    if (!scope || !res)
+        return ALS_EINVAL;
+    als__scope_enter((struct als__scope *)(void *)scope, res->frame, true,
+                     res->async_id, res->trigger_id);
+    return 0;
+}
+
 als_bound_t *als_resource_bind(als_resource_t *res, als_fn fn)
 {
     if (!res || !fn)

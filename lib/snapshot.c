@@ -214,7 +214,13 @@ int als_scope_enter(als_scope_t *scope, als_snapshot_t *snap)
 {
     if (!scope || !snap)
         return ALS_EINVAL;
-    struct als__scope *s = (struct als__scope *)(void *)scope;
+    als__scope_enter((struct als__scope *)(void *)scope, snap, false, 0, 0);
+    return 0;
+}
+
+void als__scope_enter(struct als__scope *s, struct als_snapshot *f, bool ids,
+                      uint64_t exec_id, uint64_t trigger_id)
+{
     struct als__scope *outer = T.scope;
     if (outer && !outer->switched) {
         /* If this scope is never left, the run or exit around it must put
@@ -228,9 +234,8 @@ int als_scope_enter(als_scope_t *scope, als_snapshot_t *snap)
         outer->owns_frame = true;
         als__cache_drop(als__cache_detach(&T.cache));
     }
-    als__scope_open_frame(s, als__frame_retain(snap), false, 0, 0);
+    als__scope_open_frame(s, als__frame_retain(f), ids, exec_id, trigger_id);
     s->owns_frame = true;
-    return 0;
 }
 
 int als_scope_leave(als_scope_t *scope)

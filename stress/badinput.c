@@ -164,7 +164,7 @@ static void cancel_end(struct canceller *c)
 static void row_strerror(void)
 {
     const int codes[] = { ALS_OK, ALS_EINVAL, ALS_ENOMEM, ALS_EFULL, ALS_ESHUTDOWN,
-                          ALS_EDEADLK, ALS_ETIMEDOUT, ALS_ECANCELED };
+                          ALS_EDEADLK, ALS_ETIMEDOUT, ALS_ECANCELED, ALS_ETASK };
     const int n = (int)(sizeof codes / sizeof codes[0]);
     for (int i = 0; i < n; i++) {
         const char *s = als_strerror(codes[i]);
@@ -174,7 +174,7 @@ static void row_strerror(void)
             CHECK(s && strcmp(s, als_strerror(codes[j])) != 0,
                   "als_strerror(%d) and (%d) share a text", codes[i], codes[j]);
     }
-    const int unknown[] = { 1, -8, 42, -1000, INT_MIN, INT_MAX };
+    const int unknown[] = { 1, -9, 42, -1000, INT_MIN, INT_MAX };
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *s = als_strerror(unknown[i]);
         CHECK(s && strcmp(s, "unknown error") == 0, "als_strerror(%d) = %s", unknown[i],
@@ -228,6 +228,16 @@ static void row_name(void)
 static void row_get(void)
 {
     CHECK(als_get(NULL) == NULL, "als_get(NULL)");
+}
+
+static void row_has(void)
+{
+    CHECK(als_has(NULL) == 0, "als_has(NULL)");
+    als_t *a = als_new(&(als_options){ .default_value = "d" });
+    CHECK(als_has(a) == 0, "als_has on a store never bound");
+    als_disable(a);
+    CHECK(als_has(a) == 0, "als_has on a disabled store");
+    als_free(a);
 }
 
 static void *get_a(void *arg)
@@ -444,6 +454,18 @@ static void row_resource(void)
     CHECK(b && als_bound_call(b, HUGE_PTR) == HUGE_PTR && ids_in[0] == id && ids_in[1] == trig,
           "a resource-bound function outlives its resource, with its ids");
     als_bound_free(b);
+
+    als_scope_t sc;
+    r = als_resource_new("r");
+    CHECK(als_resource_enter(NULL, NULL) == ALS_EINVAL, "als_resource_enter(NULL, NULL)");
+    CHECK(als_resource_enter(&sc, NULL) == ALS_EINVAL, "als_resource_enter(scope, NULL)");
+    CHECK(als_resource_enter(NULL, r) == ALS_EINVAL, "als_resource_enter(NULL, resource)");
+    id = als_resource_async_id(r);
+    CHECK(als_resource_enter(&sc, r) == 0 && als_execution_async_id() == id,
+          "als_resource_enter");
+    als_resource_free(r); /* the scope holds the context */
+    CHECK(als_scope_leave(&sc) == 0 && als_execution_async_id() == 1, "leaving it");
+    CHECK(als_scope_leave(&sc) == ALS_EINVAL, "leaving it twice");
 }
 
 static void row_async_ids(void)
@@ -751,8 +773,15 @@ static void row_group(void)
               als_group_submit(g, p, fail_task, (void *)(intptr_t)9) == 0,
           "als_group_submit");
     CHECK(als_group_wait(g, 0) == ALS_ETIMEDOUT, "timeout 0 on a pending group");
+    int first = -1;
+    CHECK(als_group_first_error(g, &first) == 0 && first == 0, "nothing failed yet");
     gate_open();
-    CHECK(als_group_wait(g, INT64_MAX) == 7, "the first non-zero result (one worker: in order)");
+    CHECK(als_group_wait(g, INT64_MAX) == ALS_ETASK, "a task failed");
+    CHECK(als_group_first_error(g, &first) == 0 && first == 7,
+          "the first non-zero result (one worker: in order)");
+    CHECK(als_group_first_error(NULL, &first) == ALS_EINVAL && first == 7,
+          "als_group_first_error(NULL, result)");
+    CHECK(als_group_first_error(g, NULL) == ALS_EINVAL, "als_group_first_error(g, NULL)");
     als_group_free(g);
     als_group_free(NULL);
     als_pool_free(p);
@@ -792,6 +821,7 @@ static const struct row rows[] = {
     { "als_free", "NULL", row_free },
     { "als_name", "NULL", row_name },
     { "als_get", "NULL", row_get },
+    { "als_has", "NULL, never bound, disabled", row_has },
     { "als_run", "NULL store, NULL fn, NULL and huge value", row_run },
     { "als_exit", "NULL store, NULL fn, unbound store", row_exit },
     { "als_enter_with", "NULL store, NULL value, replaced", row_enter_with },
@@ -801,7 +831,7 @@ static const struct row rows[] = {
     { "als_snapshot_run", "NULL snapshot, NULL fn, huge arg", row_snapshot_run },
     { "als_scope_enter/leave", "NULL, not innermost, left twice", row_scope },
     { "als_bind/bound_call/bound_free", "NULL, huge and NULL arg", row_bind },
-    { "als_resource_*", "NULL everywhere, huge type, freed first", row_resource },
+    { "als_resource_*", "NULL everywhere, huge type, freed first, enter", row_resource },
     { "als_execution/trigger_async_id", "top level", row_async_ids },
     { "als_thread_create", "NULL thread, NULL fn, NULL attr", row_thread_create },
     { "als_pool_new", "NULL, capacity 2^30+1 and UINT_MAX, 1, huge name", row_pool_new },

@@ -8,9 +8,10 @@
  *
  * Each thread keeps a small reference model of its context: the value of
  * each of three shared stores and of its private store, its async ids, and
- * the capture held by each of its registers. Every observation (als_get in
- * every scope, in every task, in every entered capture; ids; return codes)
- * is checked against the model. Blocks (run, exit, snapshot_run, scopes,
+ * the capture held by each of its registers. Every observation (als_get and
+ * als_has in every scope, in every task, in every entered capture; ids;
+ * return codes, a group task's own failure code apart from the wait's) is
+ * checked against the model. Blocks (run, exit, snapshot_run, scopes,
  * resources) nest: an END opcode, or the end of the list, closes them.
  *
  * Threads only disturb each other through shared things whose outcome the
@@ -106,6 +107,7 @@ struct ftask {
     void *priv;                /* resolved */
     uint64_t trigger;
     int depth;
+    int result;                /* what a group task returns */
     bool detached;
     _Atomic int ran, cancelled;
     uint64_t src_exec, then_exec; /* futures */
@@ -147,7 +149,7 @@ struct input {
     struct fthread th[MAX_THREADS];
     _Atomic(struct ftask *) tasks;
     _Atomic(struct mail *) mailbox;
-    _Atomic uint64_t accepted, fn_runs, cancels, conts;
+    _Atomic uint64_t accepted, fn_runs, cancels, conts, fails;
 };
 
 static void *priv_expect(const struct fthread *th, const struct fm *m)
@@ -162,10 +164,16 @@ static void check_ctx(const struct input *in, const struct fthread *th, void *co
         void *v = als_get(in->shared[s]);
         observe(v == val[s], "%s (thread %d): store %d = %p, want %p", where, th->index, s, v,
                 val[s]);
+        /* Bound values are never the default: bound iff not the default. */
+        observe(als_has(in->shared[s]) == (val[s] != SHARED_DEF(s)),
+                "%s (thread %d): als_has(store %d) = %d", where, th->index, s,
+                als_has(in->shared[s]));
     }
     if (th) {
         void *v = als_get(th->priv);
         observe(v == priv, "%s (thread %d): private = %p, want %p", where, th->index, v, priv);
+        observe(als_has(th->priv) == (priv != PRIV_DEF(th->index)),
+                "%s (thread %d): als_has(private) = %d", where, th->index, als_has(th->priv));
     }
 }
 
@@ -271,6 +279,17 @@ static int task_fn(void *arg)
     run_task(t, "task");
     task_done(t);
     return 0;
+}
+
+/* A group task: a plain task that returns its planned result. */
+static int group_task_fn(void *arg)
+{
+    struct ftask *t = arg;
+    int rc = t->result;
+    if (rc)
+        atomic_fetch_add(&t->th->in->fails, 1);
+    task_fn(t);
+    return rc;
 }
 
 static void cancel_fn(void *arg)
@@ -491,8 +510,19 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
                 "resource ids");
         l.m.exec = als_resource_async_id(res);
         l.m.trigger = m->exec;
-        observe(als_resource_run_in_scope(res, level_fn, &l) == &l, "run_in_scope result");
+        if (x & 1) {
+            observe(als_resource_run_in_scope(res, level_fn, &l) == &l, "run_in_scope result");
+            als_resource_free(res);
+            break;
+        }
+        /* The event-loop form; the scope outlives the resource. */
+        als_scope_t sc;
+        int rc = als_resource_enter(&sc, res);
         als_resource_free(res);
+        if (observe(rc == 0, "als_resource_enter: %s", als_strerror(rc))) {
+            level_fn(&l);
+            observe(als_scope_leave(&sc) == 0, "als_scope_leave (resource)");
+        }
         break;
     }
     case OP_SUBMIT:
@@ -555,18 +585,28 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         als_group_t *g = als_group_new();
         if (!observe(g != NULL, "als_group_new"))
             break;
+        /* Bits 2-3 plan one failing task, with a code that is also an
+         * ALS_E* value (ALS_ETIMEDOUT, ALS_ECANCELED) or is not (7). */
+        static const int codes[] = {0, ALS_ETIMEDOUT, ALS_ECANCELED, 7};
+        int code = codes[(x >> 2) & 3], failed = 0;
         for (int i = 0; i <= x % 4; i++) {
             struct ftask *t = task_new(th, m);
+            t->result = i == 0 ? code : 0;
             outstanding_add(th, 1);
-            int rc = als_group_submit(g, in->pool, task_fn, t);
-            if (rc == 0)
+            int rc = als_group_submit(g, in->pool, group_task_fn, t);
+            if (rc == 0) {
                 atomic_fetch_add(&in->accepted, 1);
-            else
+                failed = failed || t->result;
+            } else {
                 task_done(t);
+            }
             observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT),
                     "als_group_submit: %s", als_strerror(rc));
         }
-        observe(als_group_wait(g, -1) == 0, "als_group_wait");
+        int rc = als_group_wait(g, -1), first = -1;
+        observe(rc == (failed ? ALS_ETASK : 0), "als_group_wait: %s", als_strerror(rc));
+        rc = als_group_first_error(g, &first);
+        observe(rc == 0 && first == (failed ? code : 0), "als_group_first_error: %d", first);
         als_group_free(g);
         break;
     }
@@ -701,14 +741,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     als_pool_stats st;
     als_pool_stats_get(in.pool, &st);
     uint64_t accepted = atomic_load(&in.accepted), fn_runs = atomic_load(&in.fn_runs),
-             cancels = atomic_load(&in.cancels), conts = atomic_load(&in.conts);
+             cancels = atomic_load(&in.cancels), conts = atomic_load(&in.conts),
+             fails = atomic_load(&in.fails);
     observe(st.submitted == st.completed + st.failed + st.cancelled,
             "stats: submitted %" PRIu64 " != completed %" PRIu64 " + cancelled %" PRIu64,
             st.submitted, st.completed, st.cancelled);
-    observe(st.submitted >= accepted && st.completed == fn_runs + conts,
-            "stats: submitted %" PRIu64 " completed %" PRIu64 "; accepted %" PRIu64
-            " ran %" PRIu64 " + %" PRIu64 " continuations",
-            st.submitted, st.completed, accepted, fn_runs, conts);
+    observe(st.submitted >= accepted && st.completed + st.failed == fn_runs + conts &&
+                st.failed == fails,
+            "stats: submitted %" PRIu64 " completed %" PRIu64 " failed %" PRIu64
+            "; accepted %" PRIu64 " ran %" PRIu64 " + %" PRIu64 " continuations, %" PRIu64
+            " failing",
+            st.submitted, st.completed, st.failed, accepted, fn_runs, conts, fails);
     observe(st.cancelled >= cancels, "stats: cancelled %" PRIu64 ", cancel callbacks %" PRIu64,
             st.cancelled, cancels);
     observe(in.how == ALS_SHUTDOWN_CANCEL || st.cancelled == 0,

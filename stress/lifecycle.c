@@ -400,7 +400,8 @@ static void check_round(struct round *rd, bool stats_ok, const als_pool_stats *s
         bad += !CHECK(not_run == 0, "%" PRIu64 " tasks neither ran nor were cancelable", not_run);
 
     for (struct grp *g = atomic_load(&rd->groups); g; g = g->next) {
-        int w = als_group_wait(g->g, 0);
+        int w = als_group_wait(g->g, 0), first = 0;
+        als_group_first_error(g->g, &first);
         bool cancelled = false, failed = false, match = false;
         for (int i = 0; i < g->n; i++) {
             struct rec *c = g->recs[i];
@@ -410,12 +411,12 @@ static void check_round(struct round *rd, bool stats_ok, const als_pool_stats *s
                 cancelled = true;
             else if (c->fail) {
                 failed = true;
-                match |= w == c->fail;
+                match |= w == ALS_ETASK && first == c->fail;
             }
         }
         bad += !CHECK(failed ? match : cancelled ? w == ALS_ECANCELED : w == 0,
-                      "group wait gave %d (%s): failed %d cancelled %d", w, als_strerror(w),
-                      failed, cancelled);
+                      "group wait gave %d (%s), first error %d: failed %d cancelled %d", w,
+                      als_strerror(w), first, failed, cancelled);
         als_group_free(g->g);
     }
 

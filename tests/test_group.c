@@ -2,11 +2,13 @@
  * Task groups (issue 4, semantics 4, 5, 6 and 8).
  *
  * - als_group_wait returns once every task of the group has finished: 0
- *   when all succeeded, else the first non-zero result in completion order
- *   (forced with gates: a later-submitted task that fails first wins), else
- *   ALS_ECANCELED when tasks were cancelled and none failed; a failure wins
- *   over cancellations whatever the order. ALS_ETIMEDOUT after a timeout;
- *   ALS_EINVAL for NULL.
+ *   when all succeeded, else ALS_ETASK with the first non-zero result in
+ *   completion order from als_group_first_error (forced with gates: a
+ *   later-submitted task that fails first wins), else ALS_ECANCELED when
+ *   tasks were cancelled and none failed; a failure wins over cancellations
+ *   whatever the order. ALS_ETIMEDOUT after a timeout; ALS_EINVAL for NULL.
+ *   A task returning an ALS_E* code (-6 = ALS_ETIMEDOUT) is still reported
+ *   as ALS_ETASK: the two channels never mix.
  * - Tasks add tasks to their own group (a tree of 511, counted exactly at
  *   the moment the wait returns); groups span pools; several threads may
  *   wait at once; a group is reusable after a wait.
@@ -141,6 +143,16 @@ static int gsubmit_in(als_group_t *g, als_pool_t *p, struct gt *t, struct dval *
     return s.rc;
 }
 
+/* The wait reports a task failure, and the failing task's own code is
+ * available apart. */
+static void assert_task_failed(als_group_t *g, int64_t timeout, int code)
+{
+    assert_int_equal(als_group_wait(g, timeout), ALS_ETASK);
+    int first = -100;
+    assert_int_equal(als_group_first_error(g, &first), 0);
+    assert_int_equal(first, code);
+}
+
 static void assert_gt_ran(struct gt *t, int times, const char *what, size_t i)
 {
     if (atomic_load(&t->runs) != times)
@@ -173,11 +185,17 @@ static void test_arguments(void **state)
     assert_int_equal(als_group_submit(g, p, NULL, &x), ALS_EINVAL);
     assert_int_equal(als_group_wait(NULL, -1), ALS_EINVAL);
     assert_int_equal(als_group_wait(NULL, 0), ALS_EINVAL);
+    int first = -100;
+    assert_int_equal(als_group_first_error(NULL, &first), ALS_EINVAL);
+    assert_int_equal(first, -100); /* untouched */
+    assert_int_equal(als_group_first_error(g, NULL), ALS_EINVAL);
     als_group_free(NULL);
 
-    /* Empty: nothing to wait for. */
+    /* Empty: nothing to wait for, nothing failed. */
     assert_int_equal(als_group_wait(g, -1), 0);
     assert_int_equal(als_group_wait(g, 0), 0);
+    assert_int_equal(als_group_first_error(g, &first), 0);
+    assert_int_equal(first, 0);
 
     als_pool_stats s;
     get_stats(p, &s);
@@ -283,8 +301,8 @@ static void test_first_failure_in_order(void **state)
     }
     assert_int_equal(als_group_wait(g, 0), ALS_ETIMEDOUT);
     gate_open(&hold);
-    assert_int_equal(als_group_wait(g, -1), 5);
-    assert_int_equal(als_group_wait(g, 0), 5); /* stays */
+    assert_task_failed(g, -1, 5);
+    assert_task_failed(g, 0, 5); /* stays */
     for (size_t i = 0; i < N; i++)
         assert_gt_ran(&t[i], 1, "task", i);
 
@@ -308,6 +326,29 @@ static void test_first_failure_in_order(void **state)
     gate_destroy(&hold);
 }
 
+/* Tasks whose own codes are ALS_E* values: the wait still says ALS_ETASK
+ * (not "timed out" for a task returning -6), and the code comes apart.
+ * Every code the library defines, and its neighbours, one group each. */
+static void test_task_code_is_not_a_library_code(void **state)
+{
+    (void)state;
+    static const int codes[] = {ALS_EINVAL, ALS_ENOMEM, ALS_EFULL, ALS_ESHUTDOWN,
+                                ALS_EDEADLK, ALS_ETIMEDOUT, ALS_ECANCELED, ALS_ETASK,
+                                -9, 1, -1000};
+    als_pool_t *p = new_pool(1, NULL);
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        als_group_t *g = als_group_new();
+        assert_non_null(g);
+        struct gt t = {.result = codes[i]};
+        struct dval v = {0};
+        assert_int_equal(gsubmit_in(g, p, &t, &v), 0);
+        assert_task_failed(g, -1, codes[i]);
+        assert_gt_ran(&t, 1, "task", i);
+        als_group_free(g);
+    }
+    als_pool_free(p);
+}
+
 /* Two workers, order forced: A (submitted first, fails with 5) is held on
  * worker X; B (fails with 7) runs on worker Y and, before returning,
  * submits the task that releases A. That task can only run on Y (X is
@@ -326,7 +367,7 @@ static void test_first_failure_completion_order(void **state)
     assert_int_equal(gsubmit_in(g, p, &a, &va), 0);
     gate_await_arrivals(&ga, 1);
     assert_int_equal(gsubmit_in(g, p, &b, &vb), 0);
-    assert_int_equal(als_group_wait(g, -1), 7);
+    assert_task_failed(g, -1, 7);
     assert_gt_ran(&a, 1, "A", 0);
     assert_gt_ran(&b, 1, "B", 0);
     assert_int_equal(b.open_rc, 0);
@@ -424,7 +465,7 @@ static void test_failure_beats_cancel(void **state)
         cancel_shutdown_gated(p, &hold);
         assert_int_equal(als_group_wait(g, 0), ALS_ETIMEDOUT); /* t[3] held */
         gate_open(&late);
-        assert_int_equal(als_group_wait(g, -1), after ? 11 : 9);
+        assert_task_failed(g, -1, after ? 11 : 9);
         assert_gt_ran(&t[0], 1, "held task", 0);
         assert_int_equal(atomic_load(&t[1].runs), 0);
         assert_int_equal(atomic_load(&t[2].runs), 0);
@@ -492,7 +533,10 @@ static void run_tree(unsigned threads, int fail_at)
     for (unsigned i = 0; i < NODES; i++)
         t.nodes[i] = (struct node){.t = &t, .idx = i};
     assert_null(als_run(store, &v, tree_start, &t));
-    assert_int_equal(als_group_wait(t.g, -1), fail_at < 0 ? 0 : 3);
+    if (fail_at < 0)
+        assert_int_equal(als_group_wait(t.g, -1), 0);
+    else
+        assert_task_failed(t.g, -1, 3);
     /* Exact at the wait's return. */
     assert_int_equal(atomic_load(&t.runs), NODES);
     for (unsigned i = 0; i < NODES; i++)
@@ -769,12 +813,12 @@ static void test_timeouts_and_waiters(void **state)
         assert_int_equal(pthread_create(&th[i], NULL, gwaiter_main, &w[i]), 0);
     assert_int_equal(als_submit(q, gwaiter_task, &w[3]), 0);
     gate_open(&ga);
-    assert_int_equal(als_group_wait(g, -1), 4);
+    assert_task_failed(g, -1, 4);
     for (int i = 0; i < 3; i++)
         assert_int_equal(pthread_join(th[i], NULL), 0);
     assert_int_equal(als_pool_drain(q), 0);
     for (int i = 0; i < 4; i++)
-        assert_int_equal(w[i].rc, 4);
+        assert_int_equal(w[i].rc, ALS_ETASK);
     assert_gt_ran(&t[0], 1, "held task", 0);
     assert_gt_ran(&t[1], 1, "queued task", 1);
     als_group_free(g);
@@ -885,6 +929,7 @@ int main(void)
         cmocka_unit_test(test_wait_sees_destroy),
         cmocka_unit_test(test_first_failure_in_order),
         cmocka_unit_test(test_first_failure_completion_order),
+        cmocka_unit_test(test_task_code_is_not_a_library_code),
         cmocka_unit_test(test_cancelled_none_failed),
         cmocka_unit_test(test_failure_beats_cancel),
         cmocka_unit_test(test_tasks_add_tasks),

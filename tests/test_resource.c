@@ -2,7 +2,8 @@
  * Async resources and async ids (issue 2, semantics 8 and 16): fresh,
  * process-unique, increasing ids greater than 1; trigger ids that name the
  * creator's execution scope; scopes that set them and scopes that leave
- * them alone.
+ * them alone. als_resource_enter/als_scope_leave, the explicit-scope form
+ * for event loops (issue 13).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -242,6 +243,101 @@ static void test_nested_resources(void **state)
     als_resource_free(outer);
 }
 
+/* ---- als_resource_enter: the explicit scope ------------------------------- */
+
+static void test_resource_enter_arguments(void **state)
+{
+    (void)state;
+    als_resource_t *r = als_resource_new("r");
+    assert_non_null(r);
+    als_scope_t sc;
+    assert_int_equal(als_resource_enter(NULL, r), ALS_EINVAL);
+    assert_int_equal(als_resource_enter(&sc, NULL), ALS_EINVAL);
+    assert_int_equal(als_scope_leave(NULL), ALS_EINVAL);
+    assert_ids(here(), 1, 0, &dflt); /* nothing was entered */
+    als_resource_free(r);
+}
+
+/* Enter: the resource's context and ids, also after the resource is freed
+ * (the scope holds the context); leave: exactly what was current before;
+ * leaving again is refused. */
+static void *enter_leave_in_run(void *arg)
+{
+    als_resource_t *r = arg;
+    uint64_t id = als_resource_async_id(r);
+    als_scope_t sc;
+    assert_int_equal(als_resource_enter(&sc, r), 0);
+    assert_ids(here(), id, 1, &v1);
+    als_resource_free(r);
+    assert_ids(here(), id, 1, &v1);
+    /* What is created inside is triggered by the resource. */
+    als_resource_t *inner = als_resource_new("inner");
+    assert_int_equal(als_resource_trigger_async_id(inner), id);
+    als_resource_free(inner);
+    assert_int_equal(als_scope_leave(&sc), 0);
+    assert_ids(here(), 1, 0, &v2);
+    assert_int_equal(als_scope_leave(&sc), ALS_EINVAL);
+    assert_ids(here(), 1, 0, &v2);
+    return NULL;
+}
+
+static void test_resource_enter_leave(void **state)
+{
+    (void)state;
+    als_resource_t *r = als_run(a, &v1, new_resource, "req");
+    assert_non_null(r);
+    /* Inside a run of its own value, to come back to; r is freed inside. */
+    als_run(a, &v2, enter_leave_in_run, r);
+    assert_ids(here(), 1, 0, &dflt);
+}
+
+/* Last-in-first-out: leaving the outer scope first is refused and changes
+ * nothing. */
+static void test_resource_enter_lifo(void **state)
+{
+    (void)state;
+    als_resource_t *r1 = als_run(a, &v1, new_resource, "1");
+    als_resource_t *r2 = als_run(a, &v2, new_resource, "2");
+    uint64_t id1 = als_resource_async_id(r1), id2 = als_resource_async_id(r2);
+    als_scope_t s1, s2;
+    assert_int_equal(als_resource_enter(&s1, r1), 0);
+    assert_int_equal(als_resource_enter(&s2, r2), 0);
+    assert_ids(here(), id2, 1, &v2);
+    assert_int_equal(als_scope_leave(&s1), ALS_EINVAL);
+    assert_ids(here(), id2, 1, &v2);
+    assert_int_equal(als_scope_leave(&s2), 0);
+    assert_ids(here(), id1, 1, &v1);
+    assert_int_equal(als_scope_leave(&s1), 0);
+    assert_ids(here(), 1, 0, &dflt);
+    als_resource_free(r1);
+    als_resource_free(r2);
+}
+
+static void *leave_elsewhere(void *arg)
+{
+    return (void *)(intptr_t)als_scope_leave(arg);
+}
+
+/* A scope belongs to the thread that entered it: another thread's leave is
+ * refused (and changes nothing there or here). */
+static void test_resource_leave_on_other_thread(void **state)
+{
+    (void)state;
+    als_resource_t *r = als_run(a, &v1, new_resource, "r");
+    uint64_t id = als_resource_async_id(r);
+    als_scope_t sc;
+    assert_int_equal(als_resource_enter(&sc, r), 0);
+    pthread_t t;
+    void *rc = NULL;
+    assert_int_equal(pthread_create(&t, NULL, leave_elsewhere, &sc), 0);
+    assert_int_equal(pthread_join(t, &rc), 0);
+    assert_int_equal((int)(intptr_t)rc, ALS_EINVAL);
+    assert_ids(here(), id, 1, &v1);
+    assert_int_equal(als_scope_leave(&sc), 0);
+    assert_ids(here(), 1, 0, &dflt);
+    als_resource_free(r);
+}
+
 /* ---- 16: scopes that leave the ids alone --------------------------------- */
 
 struct alone {
@@ -396,6 +492,10 @@ int main(void)
         cmocka_unit_test(test_run_in_scope),
         cmocka_unit_test(test_run_in_scope_other_thread),
         cmocka_unit_test(test_nested_resources),
+        cmocka_unit_test(test_resource_enter_arguments),
+        cmocka_unit_test(test_resource_enter_leave),
+        cmocka_unit_test(test_resource_enter_lifo),
+        cmocka_unit_test(test_resource_leave_on_other_thread),
         cmocka_unit_test(test_other_scopes_keep_ids),
         cmocka_unit_test(test_capture_carries_no_ids),
         cmocka_unit_test(test_resource_bind),

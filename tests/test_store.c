@@ -1,7 +1,7 @@
 /*
  * Stores: creation, names, default values, slot recycling, the NULL rules
  * of every public function, error texts and the version (issue 2,
- * semantics 1, 12, 17 and 18).
+ * semantics 1, 12, 17 and 18); als_has, "is anything bound?" (issue 13).
  */
 #define _POSIX_C_SOURCE 200809L /* barriers */
 
@@ -15,6 +15,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -33,6 +34,15 @@ static void *fn_get(void *arg)
 {
     return als_get(arg);
 }
+
+static void *fn_has(void *arg)
+{
+    return (void *)(intptr_t)als_has(arg);
+}
+
+/* als_has(store) as seen inside fn(arg) = ...: the scopes below return
+ * fn_has's result. */
+#define HAS_IN(call) ((int)(intptr_t)(call))
 
 /* ---- 1: defaults and names ------------------------------------------- */
 
@@ -179,6 +189,7 @@ static void test_null_store_functions(void **state)
     (void)state;
     calls = 0;
     assert_null(als_get(NULL));
+    assert_int_equal(als_has(NULL), 0);
     assert_null(als_name(NULL));
     assert_null(als_run(NULL, &v1, fn_count, &v2));
     assert_null(als_exit(NULL, fn_count, &v2));
@@ -266,6 +277,131 @@ static void test_null_thread_create(void **state)
     assert_int_equal(calls, 0);
 }
 
+/* ---- als_has: is anything bound? ------------------------------------- */
+
+/* Bound to default_value itself, or to NULL, is bound: what a sentinel
+ * compare against als_get cannot tell. */
+static void test_has_bound_default_is_bound(void **state)
+{
+    (void)state;
+    als_t *a = als_new(&(als_options){ .default_value = &dflt });
+    assert_int_equal(als_has(a), 0);
+    assert_ptr_equal(als_get(a), &dflt);
+    assert_int_equal(HAS_IN(als_run(a, &dflt, fn_has, a)), 1);
+    assert_int_equal(HAS_IN(als_run(a, NULL, fn_has, a)), 1);
+    assert_int_equal(HAS_IN(als_run(a, &v1, fn_has, a)), 1);
+    assert_int_equal(als_has(a), 0); /* the runs are over */
+    als_t *b = als_new(NULL);
+    assert_int_equal(HAS_IN(als_run(a, &v1, fn_has, b)), 0); /* another store's */
+    als_free(b);
+    als_free(a);
+}
+
+static void *has_in_exit(void *arg)
+{
+    return als_exit(arg, fn_has, arg);
+}
+
+static void *has_after_enter_with(void *arg)
+{
+    int before = als_has(arg);
+    if (als_enter_with(arg, NULL) != 0)
+        return (void *)(intptr_t)-1;
+    return (void *)(intptr_t)(before * 10 + als_has(arg));
+}
+
+static void test_has_exit_and_enter_with(void **state)
+{
+    (void)state;
+    als_t *a = als_new(&(als_options){ .default_value = &dflt });
+    assert_int_equal(HAS_IN(als_run(a, &v1, has_in_exit, a)), 0);
+    /* enter_with binds (here NULL) for the rest of the run. */
+    assert_int_equal(HAS_IN(als_run(a, &v1, has_after_enter_with, a)), 11);
+    assert_int_equal(HAS_IN(als_exit(a, has_after_enter_with, a)), 1);
+    assert_int_equal(als_has(a), 0);
+    /* At a fresh thread's top level. */
+    pthread_t t;
+    void *seen = NULL;
+    assert_int_equal(pthread_create(&t, NULL, has_after_enter_with, a), 0);
+    assert_int_equal(pthread_join(t, &seen), 0);
+    assert_int_equal(HAS_IN(seen), 1);
+    als_free(a);
+}
+
+struct has_disable {
+    als_t *a;
+    als_snapshot_t *before;    /* captured while bound, before the disable */
+    int after_disable, rebound, get_is_default;
+};
+
+static void *rebind(void *arg)
+{
+    struct has_disable *d = arg;
+    d->rebound = als_has(d->a);
+    return NULL;
+}
+
+static void *bound_then_disabled(void *arg)
+{
+    struct has_disable *d = arg;
+    d->before = als_snapshot();
+    als_disable(d->a);
+    d->after_disable = als_has(d->a);
+    d->get_is_default = als_get(d->a) == &dflt;
+    als_run(d->a, &v2, rebind, d);
+    return NULL;
+}
+
+/* A binding made before the store's als_disable is not bound any more,
+ * in every context; a later binding is. */
+static void test_has_after_disable(void **state)
+{
+    (void)state;
+    als_t *a = als_new(&(als_options){ .default_value = &dflt });
+    struct has_disable d = { .a = a, .after_disable = -1, .rebound = -1 };
+    als_run(a, &v1, bound_then_disabled, &d);
+    assert_int_equal(d.after_disable, 0);
+    assert_true(d.get_is_default);
+    assert_int_equal(d.rebound, 1);
+    assert_non_null(d.before);
+    assert_int_equal(HAS_IN(als_snapshot_run(d.before, fn_has, a)), 0);
+    als_snapshot_release(d.before);
+    als_free(a);
+}
+
+/* Entered captures carry what is bound, on any thread. */
+static void *capture(void *arg)
+{
+    (void)arg;
+    return als_snapshot();
+}
+
+static void *has_in_snapshot(void *arg)
+{
+    void **x = arg;
+    return als_snapshot_run(x[0], fn_has, x[1]);
+}
+
+static void test_has_in_entered_capture(void **state)
+{
+    (void)state;
+    als_t *a = als_new(NULL);
+    als_snapshot_t *bound = als_run(a, NULL, capture, NULL), *unbound = als_snapshot();
+    assert_non_null(bound);
+    assert_non_null(unbound);
+    assert_int_equal(HAS_IN(als_snapshot_run(bound, fn_has, a)), 1);
+    assert_int_equal(HAS_IN(als_run(a, &v1, has_in_snapshot, (void *[]){ unbound, a })), 0);
+    pthread_t t;
+    void *seen = NULL;
+    assert_int_equal(pthread_create(&t, NULL, has_in_snapshot, (void *[]){ bound, a }), 0);
+    assert_int_equal(pthread_join(t, &seen), 0);
+    assert_int_equal(HAS_IN(seen), 1);
+    assert_int_equal(als_has(a), 0);
+    als_snapshot_release(bound);
+    als_snapshot_release(unbound);
+    als_free(a);
+}
+
 /* ---- 18: error texts and version ------------------------------------- */
 
 static void test_strerror(void **state)
@@ -273,7 +409,7 @@ static void test_strerror(void **state)
     (void)state;
     const int codes[] = { ALS_OK, ALS_EINVAL, ALS_ENOMEM, ALS_EFULL,
                           ALS_ESHUTDOWN, ALS_EDEADLK, ALS_ETIMEDOUT,
-                          ALS_ECANCELED };
+                          ALS_ECANCELED, ALS_ETASK };
     const size_t n = sizeof codes / sizeof codes[0];
     const char *generic = als_strerror(-1000);
     assert_non_null(generic);
@@ -287,7 +423,7 @@ static void test_strerror(void **state)
             assert_string_not_equal(t, als_strerror(codes[j]));
     }
     /* Every code around and outside the defined range is "unknown". */
-    const int unknown[] = { 1, 2, 100, -8, -9, -1000, INT_MIN, INT_MAX };
+    const int unknown[] = { 1, 2, 100, -9, -10, -1000, INT_MIN, INT_MAX };
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *t = als_strerror(unknown[i]);
         assert_non_null(t);
@@ -321,6 +457,10 @@ int main(void)
         cmocka_unit_test(test_null_snapshot_functions),
         cmocka_unit_test(test_null_resource_functions),
         cmocka_unit_test(test_null_thread_create),
+        cmocka_unit_test(test_has_bound_default_is_bound),
+        cmocka_unit_test(test_has_exit_and_enter_with),
+        cmocka_unit_test(test_has_after_disable),
+        cmocka_unit_test(test_has_in_entered_capture),
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_version),
     };

@@ -3,7 +3,11 @@
  * installed libals (CMake package or pkg-config, shared or static). It only
  * uses the installed header and library, so it fails to build or link if the
  * install misses a file, a flag or a transitive dependency, and fails to run
- * if the library it loads does not behave like the header says.
+ * if the library it loads does not behave like the header says. It is
+ * compiled as C11 and as C++20 (the header's extern "C" and its types must
+ * work for both), so it sticks to the common subset: casts from void *,
+ * designated initializers naming every member in declaration order (C++
+ * compilers' -Wextra warns about omitted ones).
  */
 #include <als.h>
 
@@ -15,6 +19,12 @@
  * agree, or a consumer could compile against one release and run another. */
 #ifndef EXPECTED_VERSION
 #error "build with -DEXPECTED_VERSION=\"x.y.z\""
+#endif
+
+/* als::als_static and `pkg-config --static` define ALS_STATIC_DEFINE for
+ * their users; the build passes EXPECT_STATIC_DEFINE where it links so. */
+#if defined(EXPECT_STATIC_DEFINE) && !defined(ALS_STATIC_DEFINE)
+#error "a static link of libals should have defined ALS_STATIC_DEFINE"
 #endif
 
 #define STR_(x) #x
@@ -43,7 +53,7 @@ static void *inner(void *arg)
 
 static void *outer(void *arg)
 {
-    int *id = als_get(request_store);
+    int *id = (int *)als_get(request_store);
     CHECK(id == arg);
     /* A nested run shadows the value only for its own duration. */
     static int nested = 2;
@@ -59,7 +69,7 @@ int main(void)
                  STR(ALS_VERSION_MINOR) "." STR(ALS_VERSION_PATCH)) == 0);
     CHECK(strcmp(als_version(), EXPECTED_VERSION) == 0);
 
-    als_options opts = {.name = "request", .default_value = &default_marker};
+    als_options opts = {.name = "request", .default_value = &default_marker, .destroy = NULL};
     request_store = als_new(&opts);
     CHECK(request_store != NULL);
     if (request_store == NULL)

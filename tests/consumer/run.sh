@@ -3,16 +3,22 @@
 # linter cannot see that (it would call them unreachable):
 # shellcheck disable=SC2317
 #
-# Consumer test: build libals (release), install it into a temporary prefix,
-# then build and run tests/consumer/main.c against that install the four ways
-# other projects do:
+# Consumer test: build libals with the release preset (cmocka hidden from
+# pkg-config: the library must not need it, and the preset must build no
+# tests, stress programs or benchmarks), install it into a temporary prefix,
+# then build and run tests/consumer/main.c, as C and as C++, against that
+# install the four ways other projects do:
 #   find_package(als) + als::als          find_package(als) + als::als_static
 #   pkg-config (shared)                   pkg-config --static (fully static)
-# and check what the installed libals.so exports.
+# with Concurrency Kit's ck.pc hidden from pkg-config (libals needs no ck
+# symbol, so its users must need nothing of ck). Also checks what the
+# installed libals.so exports, that no preset exports a test define, and
+# that the README's examples compile as C and C++ and run.
 #
 # Usage: tests/consumer/run.sh          (from anywhere)
 # Environment:
 #   CC                compiler for libals and the consumer (default: cc)
+#   CXX               C++ compiler for the consumer (default: c++)
 #   JOBS              parallel build jobs (default: 2)
 #   KEEP=1            keep the work directory (it is always kept on failure)
 #   ALS_CONSUMER_ALLOW_MISSING=1
@@ -27,7 +33,8 @@ set -u
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 JOBS=${JOBS:-2}
 CC=${CC:-cc}
-export CC
+CXX=${CXX:-c++}
+export CC CXX
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/als-consumer.XXXXXX")
 PREFIX=$WORK/prefix
 LOGS=$WORK/logs
@@ -70,9 +77,20 @@ skip() {
 
 # --- libals: build and install ---------------------------------------------
 
+# pkg-config directories: one that shows ck alone (building libals needs
+# ck's headers, but not cmocka), and an empty one for the consumers.
+CK_ONLY=$WORK/pc-ck-only
+NO_PC=$WORK/pc-empty
+mkdir -p "$CK_ONLY" "$NO_PC"
+if ck_pc=$(pkg-config --variable=pcfiledir ck 2>/dev/null); then
+    ln -s "$ck_pc/ck.pc" "$CK_ONLY/ck.pc"
+fi
+
+# The release preset as a user runs it (examples off: they need more
+# packages than the library).
 build_libals() {
-    cmake -S "$SRC" -B "$WORK/build" --preset release \
-        -DALS_BUILD_TESTS=OFF -DALS_BUILD_BENCH=OFF -DALS_BUILD_EXAMPLES=OFF \
+    PKG_CONFIG_PATH='' PKG_CONFIG_LIBDIR="$CK_ONLY" \
+        cmake -S "$SRC" -B "$WORK/build" --preset release -DALS_BUILD_EXAMPLES=OFF \
         -DCMAKE_INSTALL_PREFIX="$PREFIX" &&
         cmake --build "$WORK/build" -j"$JOBS"
 }
@@ -83,10 +101,69 @@ install_libals() {
     cmake --install "$WORK/build" --prefix "$PREFIX"
 }
 
-if ! check "libals: configure and build (release)" build_libals ||
+if ! check "libals: configure and build (release preset, no cmocka)" build_libals ||
     ! check "libals: install into a temporary prefix" install_libals; then
     finish
 fi
+
+release_builds_no_tests() {
+    local d status=0
+    grep -E '^ALS_BUILD_(TESTS|BENCH)' "$WORK/build/CMakeCache.txt"
+    for d in tests stress bench; do
+        if [ -e "$WORK/build/$d" ]; then
+            echo "the release preset configured $d/"
+            status=1
+        fi
+    done
+    return "$status"
+}
+check "release preset: no tests, stress programs or benchmarks" release_builds_no_tests
+
+# Asked for tests without cmocka: the library still configures, the unit
+# tests are skipped, and the message says why.
+tests_without_cmocka() {
+    local log=$WORK/nocmocka.log rc=0
+    PKG_CONFIG_PATH='' PKG_CONFIG_LIBDIR="$CK_ONLY" \
+        cmake -S "$SRC" -B "$WORK/build-nocmocka" -DALS_BUILD_TESTS=ON \
+        -DALS_BUILD_BENCH=OFF -DALS_BUILD_EXAMPLES=OFF >"$log" 2>&1 || rc=$?
+    cat "$log"
+    [ "$rc" -eq 0 ] && grep -q 'cmocka not found' "$log" &&
+        [ ! -e "$WORK/build-nocmocka/tests" ]
+}
+check "without cmocka: configures, unit tests skipped with a message" tests_without_cmocka
+
+# The exported targets (installed and build-tree) of every preset carry
+# nothing but the include directory, pthreads and, for als::als_static,
+# ALS_STATIC_DEFINE: no test define (ALS_FAULT_INJECTION), no ck.
+exports_clean() {
+    local preset dir f status=0
+    for preset in dev asan tsan release; do
+        dir=$WORK/cfg-$preset
+        [ "$preset" = release ] && dir=$WORK/build
+        if [ "$preset" != release ] &&
+            ! cmake -S "$SRC" -B "$dir" --preset "$preset" -DALS_BUILD_TESTS=OFF \
+                -DALS_BUILD_BENCH=OFF -DALS_BUILD_EXAMPLES=OFF >"$dir.log" 2>&1; then
+            cat "$dir.log"
+            return 1
+        fi
+        for f in "$dir/alsTargets.cmake" "$dir"/CMakeFiles/Export/*/alsTargets.cmake; do
+            echo "== $preset: ${f#"$WORK"/}"
+            grep -E 'INTERFACE_[A-Z_]+' "$f"
+            if grep -E 'INTERFACE_COMPILE_(DEFINITIONS|OPTIONS)' "$f" |
+                grep -vE '"ALS_STATIC_DEFINE"'; then
+                echo "^ a compile definition or option other than ALS_STATIC_DEFINE"
+                status=1
+            fi
+            if grep -E 'INTERFACE_LINK_(LIBRARIES|OPTIONS)' "$f" |
+                grep -vE '"Threads::Threads"'; then
+                echo "^ a link dependency other than Threads::Threads"
+                status=1
+            fi
+        done
+    done
+    return "$status"
+}
+check "exported targets of dev, asan, tsan, release: no test define, no ck" exports_clean
 
 # Where GNUInstallDirs put the libraries (lib, lib64, ...).
 LIBDIR_REL=$(sed -n 's/^CMAKE_INSTALL_LIBDIR:[A-Z]*=//p' "$WORK/build/CMakeCache.txt")
@@ -124,6 +201,28 @@ soname() {
         grep -q "(SONAME).*\[libals\.so\.$MAJOR\]"
 }
 check "libals.so: SONAME is libals.so.$MAJOR" soname
+
+# ck is header-only for libals (ck_ring is all inline functions): neither
+# library may refer to a ck symbol or to libck, or users would need it.
+no_ck_symbols() {
+    local bad
+    bad=$( (nm "$LIBDIR/libals.a"; nm -D "$LIBDIR/libals.so") | grep -E ' U _?ck_')
+    readelf -d "$LIBDIR/libals.so" | grep NEEDED
+    if [ -n "$bad" ]; then
+        echo "undefined ck symbols:"
+        echo "$bad"
+        return 1
+    fi
+    ! readelf -d "$LIBDIR/libals.so" | grep -q 'NEEDED.*libck'
+}
+check "nm: libals.a and libals.so need no ck symbol" no_ck_symbols
+
+# The CMake package must not look for ck (nor for pkg-config).
+package_no_ck() {
+    ! cat "$LIBDIR"/cmake/als/*.cmake | grep -vE '^[[:space:]]*#' |
+        grep -nE 'PkgConfig|pkg_check|\<ck\>'
+}
+check "CMake package: no ck, no pkg-config" package_no_ck
 
 # --- exported symbols ------------------------------------------------------
 
@@ -206,17 +305,24 @@ links_no_libals() {
     ! ldd "$1" 2>&1 | grep -q 'libals'
 }
 
+# pkg-config sees nothing (no ck.pc): find_package(als) must not need it.
 cmake_consumer() {
     local dir=$1 static=$2
-    cmake -S "$WORK/consumer-src" -B "$dir" -DCMAKE_BUILD_TYPE=Release \
+    PKG_CONFIG_PATH='' PKG_CONFIG_LIBDIR="$NO_PC" \
+        cmake -S "$WORK/consumer-src" -B "$dir" -DCMAKE_BUILD_TYPE=Release \
         -DCMAKE_PREFIX_PATH="$PREFIX" -DALS_CONSUMER_STATIC="$static" &&
         cmake --build "$dir" -j"$JOBS" &&
         grep -qx "als_DIR:PATH=$LIBDIR/cmake/als" "$dir/CMakeCache.txt"
 }
 
+# run_both DIR: the consumer built as C, then as C++.
+run_both() {
+    "$1/consumer" && "$1/consumer_cxx"
+}
+
 if check "find_package, als::als: configure and build" \
     cmake_consumer "$WORK/c-cmake-shared" OFF; then
-    check "find_package, als::als: run" "$WORK/c-cmake-shared/consumer"
+    check "find_package, als::als: run (C and C++)" run_both "$WORK/c-cmake-shared"
     check "find_package, als::als: loads the installed libals.so" \
         uses_installed_so "$WORK/c-cmake-shared/consumer"
 else
@@ -225,15 +331,18 @@ fi
 
 if check "find_package, als::als_static: configure and build" \
     cmake_consumer "$WORK/c-cmake-static" ON; then
-    check "find_package, als::als_static: run" "$WORK/c-cmake-static/consumer"
+    check "find_package, als::als_static: run (C and C++)" run_both "$WORK/c-cmake-static"
     check "find_package, als::als_static: ldd shows no libals.so" \
         links_no_libals "$WORK/c-cmake-static/consumer"
 else
     skip "find_package, als::als_static: run and ldd"
 fi
 
-export PKG_CONFIG_PATH="$LIBDIR/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+# Only the install's als.pc is visible: no ck.pc, no system directory.
+unset PKG_CONFIG_PATH
+export PKG_CONFIG_LIBDIR="$LIBDIR/pkgconfig"
 CFLAGS_STRICT=(-std=c11 -Wall -Wextra -Werror -pedantic-errors -O2)
+CXXFLAGS_STRICT=(-std=c++20 -Wall -Wextra -Werror -pedantic-errors -O2)
 
 pc_version() {
     local v
@@ -243,17 +352,32 @@ pc_version() {
 }
 check "pkg-config: als.pc found, libdir is the install prefix's" pc_version
 
-# libals.a records no dependencies, so --static must list them. (Today's
-# libals only uses ck's inline functions, so the static link below would
-# succeed even without -lck: hence this explicit check.)
-pc_static_deps() {
-    local libs
-    libs=$(pkg-config --static --libs als) || return 1
-    echo "pkg-config --static --libs als: $libs"
-    case " $libs " in *" -lck "*) ;; *) echo "no -lck"; return 1 ;; esac
-    case " $libs " in *" -pthread "*) ;; *) echo "no -pthread"; return 1 ;; esac
+# With ck.pc invisible, every query works and none mentions ck: no
+# Requires, no -lck, no ck Cflags (ck's own inject -D__x86_64__).
+# libals.a records no dependencies, so --static must list -pthread, and it
+# gives ALS_STATIC_DEFINE as als::als_static does.
+pc_no_ck() {
+    local cflags libs scflags slibs reqs
+    if pkg-config --exists ck; then
+        echo "ck.pc is visible: the check would prove nothing"
+        return 1
+    fi
+    cflags=$(pkg-config --cflags als) && libs=$(pkg-config --libs als) &&
+        scflags=$(pkg-config --static --cflags als) &&
+        slibs=$(pkg-config --static --libs als) || return 1
+    reqs=$(pkg-config --print-requires als; pkg-config --print-requires-private als)
+    printf '%s\n' "--cflags: $cflags" "--libs: $libs" \
+        "--static --cflags: $scflags" "--static --libs: $slibs" "requires: $reqs"
+    case " $cflags $libs $scflags $slibs " in
+    *ck* | *__x86_64__*) echo "mentions ck"; return 1 ;;
+    esac
+    [ -z "$reqs" ] || { echo "has Requires"; return 1; }
+    case " $slibs " in *" -pthread "*) ;; *) echo "no -pthread"; return 1 ;; esac
+    case " $scflags " in *" -DALS_STATIC_DEFINE "*) ;;
+    *) echo "--static gives no -DALS_STATIC_DEFINE"; return 1 ;; esac
+    case " $cflags " in *ALS_STATIC_DEFINE*) echo "shared users get ALS_STATIC_DEFINE"; return 1 ;; esac
 }
-check "pkg-config --static: lists ck and -pthread" pc_static_deps
+check "pkg-config without ck.pc: no ck anywhere; --static adds -pthread, ALS_STATIC_DEFINE" pc_no_ck
 
 # The lines a Makefile-free project would use (subshells: set -x stays local).
 pc_shared() (
@@ -264,12 +388,21 @@ pc_shared() (
         $(pkg-config --cflags --libs als) \
         -Wl,-rpath,"$(pkg-config --variable=libdir als)"
 )
+pc_shared_cxx() (
+    set -x
+    # shellcheck disable=SC2046
+    "$CXX" -x c++ "${CXXFLAGS_STRICT[@]}" \
+        -DEXPECTED_VERSION="\"$(pkg-config --modversion als)\"" \
+        "$WORK/consumer-src/main.c" -o "$WORK/c-pc-shared-cxx" \
+        $(pkg-config --cflags --libs als) \
+        -Wl,-rpath,"$(pkg-config --variable=libdir als)"
+)
 pc_static() (
     set -x
     # -static: everything, libc included, from archives. Only links if
-    # Requires.private (ck) and Libs.private (-pthread) are complete.
+    # Libs.private (-pthread) is complete, and without any -lck.
     # shellcheck disable=SC2046
-    "$CC" -static "${CFLAGS_STRICT[@]}" \
+    "$CC" -static "${CFLAGS_STRICT[@]}" -DEXPECT_STATIC_DEFINE \
         -DEXPECTED_VERSION="\"$(pkg-config --modversion als)\"" \
         "$WORK/consumer-src/main.c" -o "$WORK/c-pc-static" \
         $(pkg-config --static --cflags --libs als)
@@ -283,6 +416,12 @@ else
     skip "pkg-config (shared): run and ldd"
 fi
 
+if check "pkg-config (shared), as C++: build" pc_shared_cxx; then
+    check "pkg-config (shared), as C++: run" "$WORK/c-pc-shared-cxx"
+else
+    skip "pkg-config (shared), as C++: run"
+fi
+
 if check "pkg-config --static: build" pc_static; then
     check "pkg-config --static: run" "$WORK/c-pc-static"
     check "pkg-config --static: ldd shows no libals.so" \
@@ -290,5 +429,35 @@ if check "pkg-config --static: build" pc_static; then
 else
     skip "pkg-config --static: run and ldd"
 fi
+
+# --- the README's examples --------------------------------------------------
+
+# Every ```c block of README.md is a whole program: it must compile as C11
+# and as C++20 against the install (pkg-config as the README says), and run.
+readme_examples() {
+    local f n=0 status=0
+    mkdir -p "$WORK/readme"
+    awk -v dir="$WORK/readme" '
+        /^```c$/ { n++; f = sprintf("%s/example%d.c", dir, n); inblock = 1; next }
+        /^```/ { inblock = 0; next }
+        inblock { print > f }' "$SRC/README.md"
+    for f in "$WORK"/readme/example*.c; do
+        [ -e "$f" ] || { echo "no C examples in README.md"; return 1; }
+        n=$((n + 1))
+        echo "== ${f##*/}"
+        # shellcheck disable=SC2046
+        if ! "$CC" "${CFLAGS_STRICT[@]}" "$f" -o "${f%.c}" $(pkg-config --cflags --libs als) \
+                -Wl,-rpath,"$LIBDIR" ||
+            ! "$CXX" -x c++ "${CXXFLAGS_STRICT[@]}" "$f" -o "${f%.c}-cxx" \
+                $(pkg-config --cflags --libs als) -Wl,-rpath,"$LIBDIR" ||
+            ! "${f%.c}" || ! "${f%.c}-cxx"; then
+            echo "^ ${f##*/} failed"
+            status=1
+        fi
+    done
+    echo "$n examples"
+    return "$status"
+}
+check "README examples: compile as C and C++, run" readme_examples
 
 finish
