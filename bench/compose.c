@@ -5,7 +5,8 @@
  * side by side in one run (issue 4).
  *
  *   compose [--json] [--quick] [--threads N] [--reps N] [--timers N]
- *           [--max-delay-ms N] [--chain N] [--group N] [--settle-ms N]
+ *           [--max-delay-ms N] [--probes N] [--chain N] [--group N]
+ *           [--settle-ms N]
  *
  * Scenarios:
  *   timers  --timers (100k) delayed tasks with random delays in
@@ -16,6 +17,12 @@
  *           sleeping in pthread_cond_timedwait (CLOCK_MONOTONIC) until the
  *           earliest deadline and handing due tasks to the mutex pool.
  *           Reported: p50/p99/max lateness in us (median over the reps).
+ *   pending the lateness als.h states: on an idle pool holding 1, 1k or
+ *           100k pending timers (all but one due in an hour), --probes (200)
+ *           probe timers, one at a time, each with a random delay of
+ *           0.5-1.5 ms; the main thread waits for each before the next.
+ *           p50/p99/max lateness in us over the probes (median over the
+ *           reps). libals only: the baseline has no pending-timers case.
  *   chain   --chain (1M) steps, each adding 1 to its input; the result must
  *           equal the chain length. libals: a future of 0 (als_submit_future)
  *           and a chain of als_future_then continuations, built from the main
@@ -36,7 +43,9 @@
 
 #include <als.h>
 
+#include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -228,6 +237,65 @@ static void timers_mutex(mutex_pool_t *pool, timer_slot *slots, const uint64_t *
     pthread_mutex_destroy(&t.mu);
 }
 
+/* ---- lateness with pending timers --------------------------------------- */
+
+static const size_t pending_sizes[] = {1, 1000, 100000};
+#define NPENDING (sizeof pending_sizes / sizeof pending_sizes[0])
+
+typedef struct {
+    timer_slot slot;
+    sem_t done;
+} probe;
+
+static int probe_task(void *arg)
+{
+    probe *p = arg;
+    timer_task(&p->slot);
+    sem_post(&p->done);
+    return 0;
+}
+
+static int idle_task(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+/* One probe at a time on an idle pool holding `pending` timers in all.
+ * `tmp` has room for `probes` values. */
+static lateness pending_run(unsigned threads, size_t pending, size_t probes, uint64_t *tmp)
+{
+    als_pool_options o = {.threads = threads, .name = "pending"};
+    als_pool_t *pool = als_pool_new(&o);
+    if (!pool)
+        die("cannot create a pool");
+    for (size_t i = 1; i < pending; i++)
+        if (als_submit_after(pool, 3600 * 1000000000ull, idle_task, NULL) != 0)
+            die("als_submit_after failed");
+    probe p;
+    if (sem_init(&p.done, 0, 0) != 0)
+        die("sem_init failed");
+    for (size_t i = 0; i < probes; i++) {
+        uint64_t delay = 500000 + rng_next() % 1000001;
+        p.slot.late = UINT64_MAX;
+        p.slot.due = bench_now_ns() + delay;
+        if (als_submit_after(pool, delay, probe_task, &p) != 0)
+            die("als_submit_after failed");
+        while (sem_wait(&p.done) != 0)
+            if (errno != EINTR)
+                die("sem_wait failed");
+        tmp[i] = p.slot.late;
+    }
+    sem_destroy(&p.done);
+    /* The pending ones never come due: cancel them. */
+    als_pool_shutdown(pool, ALS_SHUTDOWN_CANCEL);
+    als_pool_free(pool);
+    bench_sort_u64(tmp, probes);
+    lateness l = {bench_percentile_sorted(tmp, probes, 50),
+                  bench_percentile_sorted(tmp, probes, 99), tmp[probes - 1]};
+    return l;
+}
+
 /* ---- then-chain --------------------------------------------------------- */
 
 static void *zero_fn(void *arg)
@@ -390,12 +458,13 @@ static void usage(FILE *f)
 {
     fputs("usage: compose [options]\n"
           "  --json              print JSON instead of a table\n"
-          "  --quick             a short run (10k timers up to 10 ms, 20k chain,\n"
-          "                      20k group, 3 reps)\n"
+          "  --quick             a short run (10k timers up to 10 ms, 30 probes,\n"
+          "                      20k chain, 20k group, 3 reps)\n"
           "  --threads N         worker threads per pool (default: CPUs)\n"
           "  --reps N            repetitions, median reported (default 5)\n"
           "  --timers N          delayed tasks (default 100k)\n"
           "  --max-delay-ms N    largest random delay (default 100)\n"
+          "  --probes N          probe timers per pending count (default 200)\n"
           "  --chain N           then-continuations in the chain (default 1M)\n"
           "  --group N           tasks in the group (default 1M)\n"
           "  --settle-ms N       pause between runs (default 20)\n",
@@ -412,9 +481,9 @@ int main(int argc, char **argv)
     bool json = false, quick = false;
     unsigned threads = 0;
     uint64_t reps = 5, ntimers = 100000, max_delay_ms = 100, nchain = 1000000, ngroup = 1000000,
-             settle_ms = 20;
+             settle_ms = 20, nprobes = 200;
     bool set_reps = false, set_timers = false, set_delay = false, set_chain = false,
-         set_group = false;
+         set_group = false, set_probes = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--json") == 0) {
@@ -441,6 +510,8 @@ int main(int argc, char **argv)
             ntimers = bench_parse_count(a, v), set_timers = true;
         else if (strcmp(a, "--max-delay-ms") == 0)
             max_delay_ms = bench_parse_u64(a, v, 0), set_delay = true;
+        else if (strcmp(a, "--probes") == 0)
+            nprobes = bench_parse_count(a, v), set_probes = true;
         else if (strcmp(a, "--chain") == 0)
             nchain = bench_parse_count(a, v), set_chain = true;
         else if (strcmp(a, "--group") == 0)
@@ -460,6 +531,8 @@ int main(int argc, char **argv)
             ntimers = 10000;
         if (!set_delay)
             max_delay_ms = 10;
+        if (!set_probes)
+            nprobes = 30;
         if (!set_chain)
             nchain = 20000;
         if (!set_group)
@@ -469,7 +542,8 @@ int main(int argc, char **argv)
         reps = MAX_REPS;
     if (threads == 0)
         threads = bench_cpu_count();
-    if (max_delay_ms > 3600000 || ntimers > SIZE_MAX / sizeof(timer_slot) / 2) {
+    if (max_delay_ms > 3600000 || ntimers > SIZE_MAX / sizeof(timer_slot) / 2 ||
+        nprobes > SIZE_MAX / sizeof(uint64_t)) {
         fprintf(stderr, "compose: sizes too large\n");
         return 2;
     }
@@ -511,6 +585,26 @@ int main(int argc, char **argv)
     free(slots);
     free(delays);
     free(tmp);
+
+    /* pending: a fresh pool per run, so each starts idle. */
+    uint64_t *ptmp = malloc((size_t)nprobes * sizeof *ptmp);
+    if (!ptmp)
+        die("out of memory");
+    double pl[NPENDING][3][MAX_REPS], plate[NPENDING][3];
+    for (uint64_t r = 0; r <= reps; r++) {
+        for (size_t k = 0; k < NPENDING; k++) {
+            lateness l = pending_run(threads, pending_sizes[k], (size_t)nprobes, ptmp);
+            bench_sleep_ns(settle_ns);
+            if (r == 0)
+                continue;
+            pl[k][0][r - 1] = (double)l.p50, pl[k][1][r - 1] = (double)l.p99;
+            pl[k][2][r - 1] = (double)l.max;
+        }
+    }
+    for (size_t k = 0; k < NPENDING; k++)
+        for (int q = 0; q < 3; q++)
+            plate[k][q] = bench_median(pl[k][q], (size_t)reps);
+    free(ptmp);
 
     /* chain and group: ns per step / per task. */
     double cr[2][MAX_REPS], gr[2][MAX_REPS];
@@ -555,6 +649,15 @@ int main(int argc, char **argv)
         for (int k = 0; k < 3; k++)
             printf("%s\"%s\": %.3f", k ? ", " : "", kname[k], ratio(late[1][k], late[0][k]));
         printf("}},\n");
+        printf("  \"pending\": {\"probes\": %llu, \"delay_ms\": [0.5, 1.5], \"lateness_us\": {",
+               (unsigned long long)nprobes);
+        for (size_t k = 0; k < NPENDING; k++) {
+            printf("%s\"%zu\": {", k ? ", " : "", pending_sizes[k]);
+            for (int q = 0; q < 3; q++)
+                printf("%s\"%s\": %.1f", q ? ", " : "", kname[q], plate[k][q] / 1e3);
+            printf("}");
+        }
+        printf("}},\n");
         printf("  \"chain\": {\"steps\": %llu, \"ns_per_op\": {\"libals\": %.1f, \"mutex\": %.1f}, "
                "\"libals_speedup\": %.3f},\n",
                (unsigned long long)nchain, chain_ns[0], chain_ns[1],
@@ -579,6 +682,16 @@ int main(int argc, char **argv)
     for (int k = 0; k < 3; k++)
         printf("%-28s %10.1f %10.1f %13.2fx\n", kname[k], late[0][k] / 1e3, late[1][k] / 1e3,
                ratio(late[1][k], late[0][k]));
+    printf("\ndelayed-task lateness on an idle pool, us, by pending timers: %llu probes,\n"
+           "one at a time, delays 0.5..1.5 ms\n",
+           (unsigned long long)nprobes);
+    printf("%-28s %10s %10s %10s\n", "pending timers", "p50", "p99", "max");
+    for (size_t k = 0; k < NPENDING; k++) {
+        char pn[32];
+        snprintf(pn, sizeof pn, "%zu", pending_sizes[k]);
+        printf("%-28s %10.1f %10.1f %10.1f\n", pn, plate[k][0] / 1e3, plate[k][1] / 1e3,
+               plate[k][2] / 1e3);
+    }
     printf("\nns per operation (lower is better); mutex/libals: how many times faster libals is\n");
     printf("%-28s %10s %10s %14s\n", "scenario", "libals", "mutex", "mutex/libals");
     char lab[64];

@@ -426,7 +426,19 @@ ALS_API als_pool_t *als_pool_current(void);
  *  thread per pool keeps pending tasks in a heap (O(log n) each). Counts as
  *  submitted when accepted and as queued while it waits; als_pool_drain
  *  waits for it; a DRAIN shutdown runs it when due, a CANCEL shutdown
- *  cancels it. Errors as als_submit. */
+ *  cancels it. Errors as als_submit.
+ *
+ *  Order: due tasks are handed to the pool's queue in due-time order (due
+ *  time = submit time + @p delay_ns), tasks due at the same time in the
+ *  order they were submitted; a one-worker pool starts them in that order.
+ *
+ *  Lateness: a task never starts early. On an idle pool (a worker free, the
+ *  machine not overloaded) it starts after its due time by two thread
+ *  wake-ups (the timer thread's, then a worker's), whatever the number of
+ *  pending timers: bench/compose ("pending") measured p50 0.11 ms, p99
+ *  about 1 ms, max 3.5 ms with 1, 1k and 100k timers pending, on a shared,
+ *  loaded 2-CPU machine (release build). There is no hard bound: the OS decides when threads wake, and a due task
+ *  waits behind queued tasks like any other. */
 ALS_API int als_submit_after(als_pool_t *pool, uint64_t delay_ns, als_task_fn fn, void *arg);
 
 /** A result to wait for; reference counted. */

@@ -160,7 +160,8 @@ ALS_API int als_trace_format(const als_trace_ctx *ctx, char *buf, size_t size);
  *  entries from the end. A NULL or empty @p tracestate gives "". Returns
  *  0; ALS_EINVAL for a NULL @p ctx, or for a value with a character
  *  outside printable ASCII and tab (ctx->tracestate becomes "": the header
- *  is dropped rather than forwarded). */
+ *  is dropped rather than forwarded). @p tracestate may point into
+ *  ctx->tracestate itself. */
 ALS_API int als_trace_set_state(als_trace_ctx *ctx, const char *tracestate);
 
 /** The receiving side of a call: from the incoming `traceparent` (NULL if
@@ -230,7 +231,7 @@ ALS_API int als_trace_enter(const als_trace_ctx *ctx);
 /* ---- logging ----------------------------------------------------------- */
 
 /** Longest log line, newline included; longer lines are cut and end in
- *  "...\n". */
+ *  "...\n" (after whole characters: an escape is never split). */
 #define ALS_TRACE_LOG_LINE_MAX 1024
 /** Length of the prefix als_trace_log_prefix writes:
  *  "trace=" 32 hex " span=" 16 hex. */
@@ -251,10 +252,16 @@ ALS_API int als_trace_log_set_fd(int fd);
  *  newline, with a single write(2), so lines from concurrent threads never
  *  interleave (pipes: lines up to PIPE_BUF, which ALS_TRACE_LOG_LINE_MAX
  *  is below; regular files: use O_APPEND when several processes share
- *  one). A trailing newline in the message is not doubled; newlines inside
- *  it are written as spaces so a message cannot forge a line of another
- *  trace. Returns the bytes written, or ALS_EINVAL (NULL @p fmt, a
- *  formatting error, or the write failed). */
+ *  one). A trailing newline in the message (LF or CR LF) is dropped and
+ *  does not count toward the line's length; newlines inside it are written
+ *  as spaces so a message cannot forge a line of another trace. Other
+ *  control characters (0x00-0x1f except tab, and 0x7f: NUL, ESC...) are
+ *  written as four characters, a backslash, 'x' and two lower-case hex
+ *  digits (ESC as `\x1b`), so a message cannot drive the terminal of
+ *  whoever reads the log; a backslash itself is not escaped (the form is
+ *  for safety, not a reversible encoding) and bytes from 0x80 up pass
+ *  unchanged (UTF-8 text). Returns the bytes written, or ALS_EINVAL (NULL
+ *  @p fmt, a formatting error, or the write failed). */
 ALS_API int als_trace_log(const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 1, 2)))

@@ -153,6 +153,13 @@ int als__timer_add(als_pool_t *pool, struct task *t, uint64_t delay_ns);
 /* Shutdown: let the timer thread go once it has nothing left; join it. */
 void als__timers_stop(als_pool_t *pool);
 void als__timers_kick(als_pool_t *pool);
+#ifdef ALS_FAULT_INJECTION
+/* Test builds only: from now on every timer reads `now` (CLOCK_MONOTONIC
+ * ns) as the time, so a test gives delayed tasks exact due times and makes
+ * them come due when it chooses; 0 returns to the real clock. Process-wide;
+ * kicks `pool`'s timer thread (NULL: none) to look again. */
+void als__test_timer_clock(als_pool_t *pool, uint64_t now);
+#endif
 
 /* future.c / group.c: called by the worker when a task ends. */
 void als__future_task(struct task *t);            /* runs the future's fn */

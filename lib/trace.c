@@ -376,6 +376,16 @@ int als_trace_set_state(als_trace_ctx *ctx, const char *tracestate)
 {
     if (!ctx)
         return ALS_EINVAL;
+    /* The source may lie in the destination (ctx->tracestate itself):
+     * copy it out before the destination is cleared. */
+    char own[sizeof ctx->tracestate];
+    uintptr_t at = (uintptr_t)tracestate, base = (uintptr_t)ctx->tracestate;
+    if (tracestate && at >= base && at < base + sizeof ctx->tracestate) {
+        size_t n = strnlen(tracestate, base + sizeof own - 1 - at);
+        memcpy(own, tracestate, n);
+        own[n] = '\0';
+        tracestate = own;
+    }
     ctx->tracestate[0] = '\0';
     if (!tracestate)
         return 0;
@@ -625,6 +635,28 @@ int als_trace_log_set_fd(int fd)
     return atomic_exchange_explicit(&log_fd, fd, memory_order_relaxed);
 }
 
+/* Bytes `c` takes in a log line: control characters become \xNN (a raw
+ * ESC or NUL in a log someone cats is terminal-escape injection); newline
+ * and carriage return inside a message become a space, so a message cannot
+ * forge a line of another trace; tab and everything else pass. */
+static size_t esc_len(unsigned char c)
+{
+    return (c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f ? 4 : 1;
+}
+
+static size_t esc_put(char *out, unsigned char c)
+{
+    if (esc_len(c) == 4) {
+        out[0] = '\\';
+        out[1] = 'x';
+        out[2] = hexdig[c >> 4];
+        out[3] = hexdig[c & 15];
+        return 4;
+    }
+    out[0] = c == '\n' || c == '\r' ? ' ' : (char)c;
+    return 1;
+}
+
 int als_trace_logv(const char *fmt, va_list ap)
 {
     if (!fmt)
@@ -636,17 +668,28 @@ int als_trace_logv(const char *fmt, va_list ap)
     size_t p = ALS_TRACE_PREFIX_LEN;
     line[p++] = ' ';
     size_t room = sizeof line - p - 1;          /* keep one for '\n' */
-    int n = vsnprintf(line + p, room + 1, fmt, ap);
+    /* The raw message, with two bytes to spare: a trailing "\n" or "\r\n"
+     * is stripped, so it must not make a message that fits look cut. */
+    char msg[ALS_TRACE_LOG_LINE_MAX - ALS_TRACE_PREFIX_LEN + 1]; /* room + 2 + NUL */
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
     if (n < 0)
         return ALS_EINVAL;
-    size_t len = p + ((size_t)n < room ? (size_t)n : room);
-    if ((size_t)n > room)
-        memcpy(line + len - 3, "...", 3);
-    while (len > p && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-        len--;
-    for (size_t i = p; i < len; i++)
-        if (line[i] == '\n' || line[i] == '\r')
-            line[i] = ' ';
+    size_t have = (size_t)n < sizeof msg - 1 ? (size_t)n : sizeof msg - 1;
+    bool cut = (size_t)n > have;
+    while (!cut && have > 0 && (msg[have - 1] == '\n' || msg[have - 1] == '\r'))
+        have--;
+    size_t need = 0;
+    for (size_t i = 0; i < have && need <= room; i++)
+        need += esc_len((unsigned char)msg[i]);
+    cut = cut || need > room;
+    /* A cut line ends in "..." after whole characters (no half escape). */
+    size_t limit = p + (cut ? room - 3 : room), len = p;
+    for (size_t i = 0; i < have && len + esc_len((unsigned char)msg[i]) <= limit; i++)
+        len += esc_put(line + len, (unsigned char)msg[i]);
+    if (cut) {
+        memcpy(line + len, "...", 3);
+        len += 3;
+    }
     line[len++] = '\n';
     int fd = atomic_load_explicit(&log_fd, memory_order_relaxed);
     size_t off = 0;

@@ -14,6 +14,18 @@
  * checked against the model. Blocks (run, exit, snapshot_run, scopes,
  * resources) nest: an END opcode, or the end of the list, closes them.
  *
+ * The pool's answers are decided exactly, from what the model knows: the
+ * policy, whether the submitter is a worker (a task's nested submits) or a
+ * program thread, and which of a task's submits it is. A task taken from
+ * the queue starts with its worker's one-task slot empty, so its first
+ * submit never finds the pool full; later ones may (ALS_EFULL under REJECT
+ * only, and then, in a one-worker pool, the queue really holds its whole
+ * capacity: nothing leaves it while the only worker submits). A REJECT
+ * pool never runs a task inside the submit (BLOCK does, for its own
+ * workers: the inline fallback); a program thread's submit never does.
+ * Every ALS_EFULL answer is counted in `rejected`, exactly; continuations
+ * are accepted by als_future_then and never refused later.
+ *
  * Threads only disturb each other through shared things whose outcome the
  * model knows: the pool (tasks carry their submitter's context), a mailbox
  * through which threads hand each other captures (checked against the
@@ -108,6 +120,7 @@ struct ftask {
     uint64_t trigger;
     int depth;
     int result;                /* what a group task returns */
+    int fan;                   /* tasks it submits while depth > 0 */
     bool detached;
     _Atomic int ran, cancelled;
     uint64_t src_exec, then_exec; /* futures */
@@ -144,13 +157,25 @@ struct input {
     int nthreads;
     als_pool_t *pool;
     enum als_full_policy policy;
+    unsigned workers, capacity;
     int how;
     als_t *shared[NSHARED];
     struct fthread th[MAX_THREADS];
     _Atomic(struct ftask *) tasks;
     _Atomic(struct mail *) mailbox;
     _Atomic uint64_t accepted, fn_runs, cancels, conts, fails;
+    _Atomic uint64_t efull;    /* ALS_EFULL answers seen */
 };
+
+/* Set on a thread while it is inside a submit: a task that starts on a
+ * thread where it is set ran inside that submit (inline). */
+static _Thread_local bool in_submit;
+
+static void count_answer(struct input *in, int rc)
+{
+    if (rc == ALS_EFULL)
+        atomic_fetch_add(&in->efull, 1);
+}
 
 static void *priv_expect(const struct fthread *th, const struct fm *m)
 {
@@ -250,25 +275,39 @@ static int run_task(struct ftask *t, const char *where)
     task_check(t, where, false);
     observe(atomic_fetch_add(&t->ran, 1) == 0, "task ran twice");
     atomic_fetch_add(&t->th->in->fn_runs, 1);
-    if (t->depth > 0) {
-        /* A task of the task: same values, triggered by this task. */
+    /* Tasks of the task: same values, triggered by this task. */
+    for (int k = 0; t->depth > 0 && k < t->fan; k++) {
         struct fthread *th = t->th;
+        struct input *in = th->in;
         struct fm m = { .pbound = false };
         memcpy(m.val, t->val, sizeof m.val);
         m.exec = als_execution_async_id();
         struct ftask *c = task_new(th, &m);
         c->priv = t->priv;
         c->depth = t->depth - 1;
+        c->fan = t->fan;
         outstanding_add(th, 1);
-        int rc = als_submit_task(th->in->pool, &(als_task){ .fn = task_fn, .arg = c,
-                                                            .cancel = NULL });
+        bool outer = in_submit;
+        in_submit = true;
+        int rc = als_submit_task(in->pool, &(als_task){ .fn = task_fn, .arg = c,
+                                                        .cancel = NULL });
+        in_submit = outer;
         if (rc == 0)
-            atomic_fetch_add(&th->in->accepted, 1);
+            atomic_fetch_add(&in->accepted, 1);
         else
             task_done(c);
+        count_answer(in, rc);
         /* During a DRAIN shutdown a task may still submit; CANCEL refuses. */
-        observe(rc == 0 || rc == ALS_ESHUTDOWN || rc == ALS_EFULL, "nested submit: %s",
-                als_strerror(rc));
+        observe(rc == 0 || rc == ALS_ESHUTDOWN ||
+                    (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT && k > 0),
+                "nested submit %d: %s", k, als_strerror(rc));
+        if (rc == ALS_EFULL && in->workers == 1) {
+            als_pool_stats st;
+            als_pool_stats_get(in->pool, &st);
+            observe(st.queued >= in->capacity,
+                    "nested submit refused with %" PRIu64 " queued, capacity %u", st.queued,
+                    in->capacity);
+        }
     }
     return 0;
 }
@@ -276,6 +315,9 @@ static int run_task(struct ftask *t, const char *where)
 static int task_fn(void *arg)
 {
     struct ftask *t = arg;
+    struct input *in = t->th->in;
+    observe(als_pool_current() == in->pool, "a task ran off its pool's workers");
+    observe(!in_submit || in->policy == ALS_FULL_BLOCK, "a REJECT pool ran a task inline");
     run_task(t, "task");
     task_done(t);
     return 0;
@@ -387,20 +429,24 @@ static void reg_clear(struct reg *r)
     r->bound = NULL;
 }
 
-static void submit(struct fthread *th, const struct fm *m, int depth, bool detached,
+static void submit(struct fthread *th, const struct fm *m, int depth, int fan, bool detached,
                    uint64_t delay, bool after)
 {
     struct input *in = th->in;
     struct ftask *t = task_new(th, m);
     t->depth = depth;
+    t->fan = fan;
     t->detached = detached;
     outstanding_add(th, 1);
     int rc;
+    in_submit = true;
     if (after)
         rc = als_submit_after(in->pool, delay, task_fn, t);
     else
         rc = als_submit_task(in->pool, &(als_task){ .fn = task_fn, .arg = t, .cancel = cancel_fn,
                                                     .flags = detached ? ALS_TASK_DETACHED : 0 });
+    in_submit = false;
+    count_answer(in, rc);
     if (rc == 0)
         atomic_fetch_add(&in->accepted, 1);
     else
@@ -526,22 +572,25 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         break;
     }
     case OP_SUBMIT:
-        submit(th, m, 0, false, 0, false);
+        submit(th, m, 0, 0, false, 0, false);
         break;
     case OP_NESTED:
-        submit(th, m, 1 + x % TASK_DEPTH, false, 0, false);
+        /* Depth 1 or 2, and 1 to 6 tasks per task: enough for a task to
+         * fill a small pool by itself. */
+        submit(th, m, 1 + x % TASK_DEPTH, 1 + (x >> 1) % 6, false, 0, false);
         break;
     case OP_DETACHED:
-        submit(th, m, 0, true, 0, false);
+        submit(th, m, 0, 0, true, 0, false);
         break;
     case OP_AFTER:
-        submit(th, m, 0, false, (uint64_t)x * 10000u, true);
+        submit(th, m, 0, 0, false, (uint64_t)x * 10000u, true);
         break;
     case OP_FUTURE: {
         struct ftask *t = task_new(th, m);
         als_future_t *f = NULL, *g = NULL;
         outstanding_add(th, 1);
         int rc = als_submit_future(in->pool, future_fn, t, &f);
+        count_answer(in, rc);
         if (!observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT),
                      "als_submit_future: %s", als_strerror(rc)) ||
             rc) {
@@ -554,12 +603,8 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
             t->then_exec = m->exec;
             outstanding_add(th, 1);
             rc = als_future_then(f, in->pool, cont_fn, &g);
-            /* On a completed future, then submits at once, and a full
-             * REJECT pool answers ALS_EFULL (beyond the codes als.h lists
-             * for als_future_then: reported, accepted here). */
-            if (!observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT),
-                         "als_future_then: %s", als_strerror(rc)) ||
-                rc)
+            /* Accepted by the call, whatever the policy (als.h). */
+            if (!observe(rc == 0, "als_future_then: %s", als_strerror(rc)))
                 task_done(t);
         }
         void *res = NULL;
@@ -571,11 +616,8 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
             rc = als_future_wait(g, -1, &res);
             if (rc == ALS_ECANCELED)
                 task_done(t);
-            /* With REJECT, the continuation's submit may be refused: then
-             * it is cancelled. */
-            observe((rc == 0 && res == t) ||
-                        (rc == ALS_ECANCELED && in->policy == ALS_FULL_REJECT),
-                    "continuation wait: %s", als_strerror(rc));
+            /* The pool runs until the program ends: never cancelled. */
+            observe(rc == 0 && res == t, "continuation wait: %s", als_strerror(rc));
         }
         als_future_release(f);
         als_future_release(g);
@@ -594,6 +636,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
             t->result = i == 0 ? code : 0;
             outstanding_add(th, 1);
             int rc = als_group_submit(g, in->pool, group_task_fn, t);
+            count_answer(in, rc);
             if (rc == 0) {
                 atomic_fetch_add(&in->accepted, 1);
                 failed = failed || t->result;
@@ -698,8 +741,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     in.nthreads = 2 + (h & 1);
     in.how = (h >> 2) & 1 ? ALS_SHUTDOWN_CANCEL : ALS_SHUTDOWN_DRAIN;
     in.policy = (h >> 5) & 1 ? ALS_FULL_REJECT : ALS_FULL_BLOCK;
-    in.pool = als_pool_new(&(als_pool_options){ .threads = 1 + ((h >> 1) & 1),
-                                                .queue_capacity = 4u << ((h >> 3) & 3),
+    in.workers = 1 + ((h >> 1) & 1);
+    in.capacity = 4u << ((h >> 3) & 3);
+    in.pool = als_pool_new(&(als_pool_options){ .threads = in.workers,
+                                                .queue_capacity = in.capacity,
                                                 .on_full = in.policy,
                                                 .name = "fuzz" });
     if (!in.pool)
@@ -752,6 +797,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             "; accepted %" PRIu64 " ran %" PRIu64 " + %" PRIu64 " continuations, %" PRIu64
             " failing",
             st.submitted, st.completed, st.failed, accepted, fn_runs, conts, fails);
+    observe(st.rejected == atomic_load(&in.efull),
+            "stats: rejected %" PRIu64 ", ALS_EFULL answers %" PRIu64, st.rejected,
+            atomic_load(&in.efull));
     observe(st.cancelled >= cancels, "stats: cancelled %" PRIu64 ", cancel callbacks %" PRIu64,
             st.cancelled, cancels);
     observe(in.how == ALS_SHUTDOWN_CANCEL || st.cancelled == 0,

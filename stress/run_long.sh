@@ -25,7 +25,7 @@ if ! [[ $minutes =~ ^[0-9]+$ ]] || ((minutes < 10)); then
 fi
 
 # Shares of the time, in percent (they add up to 100).
-programs=(crosstalk lifecycle ownership wakeups allocfail fuzz_api_driver badinput)
+programs=(crosstalk lifecycle ownership wakeups pinned allocfail fuzz_api_driver badinput)
 shares=(22 18 18 14 10 12 6)
 
 cmake --preset tsan -S "$root" -B "$build" -DALS_BUILD_BENCH=OFF -DALS_BUILD_EXAMPLES=OFF \
