@@ -43,6 +43,11 @@ void *als__malloc(size_t size)
     return FAIL() ? NULL : malloc(size);
 }
 
+void *als__malloc_soft(size_t size)
+{
+    return malloc(size);
+}
+
 void *als__calloc(size_t n, size_t size)
 {
     return FAIL() ? NULL : calloc(n, size);
