@@ -491,13 +491,11 @@ int als_enter_with(als_t *als, void *value)
     if (!als)
         return ALS_EINVAL;
     als__jump_check(ALS__NSP());
-    if (ALS__UNLIKELY(T.exiting) && T.depth == 0) {
-        /* Thread exit ran out of rounds (thread_exit): a destroy callback
-         * that rebinds forever would leak its last value. */
-        if (als->destroy && value)
-            als->destroy(value);
+    /* Thread exit ran out of rounds (thread_exit): a destroy callback that
+     * rebinds forever is refused, and keeps its value (destroying it here
+     * would call that callback again, without end). */
+    if (ALS__UNLIKELY(T.exiting) && T.depth == 0)
         return ALS_ESHUTDOWN;
-    }
     uint32_t i = als->index;
     struct als__entry *e = als__malloc(sizeof *e);
     if (!e || slot_writable(i)) {
@@ -548,8 +546,8 @@ static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
  * bind again (als_enter_with at the top level), which the next round
  * releases. glibc gives up after PTHREAD_DESTRUCTOR_ITERATIONS (4) passes,
  * so the rounds are ours. After this many, top-level als_enter_with fails
- * on this thread (T.exiting) and destroys its value, so that a callback
- * that rebinds forever leaves nothing behind. */
+ * on this thread (T.exiting) and leaves the value to its caller, so that a
+ * callback that rebinds forever ends. */
 #define EXIT_ROUNDS 64
 
 /* Frees what this thread holds, once. Returns whether destroy callbacks
