@@ -155,7 +155,7 @@ static void capture_after_a_jump(void **state)
 static void *landing_deep(void *arg)
 {
     intptr_t *bad = arg;
-    for (int goal = 1; goal <= 12; goal++) {
+    for (volatile int goal = 1; goal <= 12; goal++) {
         depth_goal = goal;
         if (!setjmp(env))
             nest((void *)(intptr_t)0);
