@@ -345,18 +345,24 @@ struct als__rec *als__rec_open_frame(struct als__rec *fallback, uintptr_t nsp,
     return r;
 }
 
-/* Ends r's scope (which restores the context exactly), then drops the
- * record, then releases what an als_run bound (destroy may use libals). */
+/* Ends r's scope (which restores the context exactly) and releases what an
+ * als_run bound. The record leaves the thread's chain before anything can
+ * run (destroy callbacks may use libals, and their jump checks must not
+ * find it), and returns to the spare records only once nothing reads it. */
 static void rec_end(struct als__rec *r)
 {
+    if (r->s.rec) {
+        while (T.rec != r) /* records opened inside r and jumped out of */
+            rec_end(T.rec);
+        T.rec = r->prev;
+        T.nsp = r->outer_nsp;
+    }
     als__scope_end(&r->s);
     bool run = r->run;
     struct als__binding *heap = r->b.heap;
     void *value = r->b.value;
     void (*destroy)(void *) = r->b.destroy;
     if (r->s.rec) {
-        T.rec = r->prev;
-        T.nsp = r->outer_nsp;
         r->prev = T.rec_free;
         T.rec_free = r;
     }

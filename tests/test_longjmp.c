@@ -181,6 +181,52 @@ static void jump_from_every_depth(void **state)
     check_clean();
 }
 
+/* Destroy callbacks run by the repair use libals (capture, run): they must
+ * not find the records being unwound. */
+static als_t *s3;
+
+static void *noop(void *arg)
+{
+    return arg;
+}
+
+static void destroy_using_libals(void *p)
+{
+    als_snapshot_release(als_snapshot());
+    (void)als_run(s1, mk(9), noop, NULL);
+    destroy_val(p);
+}
+
+static void *nest3(void *arg)
+{
+    intptr_t d = (intptr_t)arg;
+    if (d == 12)
+        longjmp(env, 1);
+    if (d > 0) /* inside the runs: destroyed inside their ends */
+        (void)als_enter_with(s3, mk(10 + d));
+    return als_run(s3, mk(d), nest3, (void *)(d + 1));
+}
+
+static void *landing_callbacks(void *arg)
+{
+    (void)arg;
+    if (!setjmp(env))
+        nest3((void *)(intptr_t)0);
+    assert_int_equal(tag_of(als_run(s2, mk(3), (als_fn)als_get, s1)), 1);
+    assert_null(als_get(s3));
+    return NULL;
+}
+
+static void repair_runs_callbacks_that_use_libals(void **state)
+{
+    (void)state;
+    s3 = als_new(&(als_options){ .name = "three", .destroy = destroy_using_libals });
+    assert_non_null(s3);
+    als_run(s1, mk(1), landing_callbacks, NULL);
+    als_free(s3);
+    check_clean();
+}
+
 /* Nothing after the jump inside the landing scope: its own end unwinds
  * what was jumped out of. */
 static void *landing_silent(void *arg)
@@ -324,6 +370,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(jump_out_of_a_run, setup, teardown),
         cmocka_unit_test_setup_teardown(capture_after_a_jump, setup, teardown),
         cmocka_unit_test_setup_teardown(jump_from_every_depth, setup, teardown),
+        cmocka_unit_test_setup_teardown(repair_runs_callbacks_that_use_libals, setup, teardown),
         cmocka_unit_test_setup_teardown(end_of_enclosing_scope, setup, teardown),
         cmocka_unit_test_setup_teardown(top_level_jump, setup, teardown),
         cmocka_unit_test_setup_teardown(siglongjmp_from_a_handler, setup, teardown),
