@@ -124,8 +124,9 @@ static int table_grow(uint32_t i)
     return 0;
 }
 
-/* Makes slot i of the current table writable. 0 or ALS_ENOMEM. */
-static int slot_writable(uint32_t i)
+/* Makes slot i of the current table writable. 0 or ALS_ENOMEM. Inlined
+ * into als_run (gcc stopped doing so by itself once als_run grew). */
+static inline __attribute__((always_inline)) int slot_writable(uint32_t i)
 {
     if (ALS__UNLIKELY(T.v.shared))
         return table_copy(i);
@@ -267,14 +268,15 @@ static struct als__undo *abandon_inner(struct als__scope *s)
 
 static void rec_end(struct als__rec *r);
 
-void als__scope_end(struct als__scope *s)
+/* als__scope_end when `s` is not the innermost scope. */
+static __attribute__((noinline)) void scope_end_slow(struct als__scope *s)
 {
     struct als__undo *deep = NULL;
     /* Records opened inside `s` and still open when it ends were jumped
      * out of (longjmp) with nothing since to notice: unwind them first. */
-    while (ALS__UNLIKELY(T.scope != s) && T.rec && &T.rec->s != s && T.rec->s.depth > s->depth)
+    while (T.scope != s && T.rec && &T.rec->s != s && T.rec->s.depth > s->depth)
         rec_end(T.rec);
-    if (ALS__UNLIKELY(T.scope != s)) {
+    if (T.scope != s) {
         /* An inner als_scope_enter was never left. The caller's scope is
          * intact (it is ours), so restore from it: the context is exact,
          * only the abandoned scope's holds leak. */
@@ -291,7 +293,13 @@ void als__scope_end(struct als__scope *s)
     }
 }
 
-/* ---- run, exit, enter_with ------------------------------------------- */
+void als__scope_end(struct als__scope *s)
+{
+    if (ALS__UNLIKELY(T.scope != s))
+        scope_end_slow(s);
+    else
+        scope_restore(s);
+}
 
 /* ---- records of function-call scopes ---------------------------------- */
 
@@ -334,49 +342,90 @@ static inline struct als__rec *rec_push(struct als__rec *fallback, uintptr_t nsp
     return r;
 }
 
-struct als__rec *als__rec_open_frame(struct als__rec *fallback, uintptr_t nsp,
-                                     struct als_snapshot *f, bool ids, uint64_t exec_id,
-                                     uint64_t trigger_id)
+static inline __attribute__((always_inline)) struct als__rec *
+rec_open_frame(struct als__rec *r, struct als__rec *fallback, struct als_snapshot *f,
+               bool ids, uint64_t exec_id, uint64_t trigger_id)
 {
-    als__jump_check(nsp);
-    struct als__rec *r = rec_push(fallback, nsp);
     als__scope_open_frame(&r->s, f, ids, exec_id, trigger_id);
     r->s.rec = r != fallback;
     return r;
 }
 
-/* Ends r's scope (which restores the context exactly) and releases what an
- * als_run bound. The record leaves the thread's chain before anything can
- * run (destroy callbacks may use libals, and their jump checks must not
- * find it), and returns to the spare records only once nothing reads it. */
-static void rec_end(struct als__rec *r)
+/* The jump check and a record that needs allocating, off the fast path. */
+static __attribute__((noinline)) struct als__rec *
+rec_open_frame_slow(struct als__rec *fallback, uintptr_t nsp, struct als_snapshot *f,
+                    bool ids, uint64_t exec_id, uint64_t trigger_id)
 {
-    if (r->s.rec) {
-        while (T.rec != r) /* records opened inside r and jumped out of */
-            rec_end(T.rec);
+    als__jump_check(nsp);
+    return rec_open_frame(rec_push(fallback, nsp), fallback, f, ids, exec_id, trigger_id);
+}
+
+struct als__rec *als__rec_open_frame(struct als__rec *fallback, uintptr_t nsp,
+                                     struct als_snapshot *f, bool ids, uint64_t exec_id,
+                                     uint64_t trigger_id)
+{
+    /* One test for both rare cases keeps the fast path free of calls. */
+    if (ALS__UNLIKELY(nsp <= T.nsp || !T.rec_free))
+        return rec_open_frame_slow(fallback, nsp, f, ids, exec_id, trigger_id);
+    return rec_open_frame(rec_push(fallback, nsp), fallback, f, ids, exec_id, trigger_id);
+}
+
+/* Records opened inside r and still open were jumped out of: unwound first,
+ * innermost first. */
+static void rec_unwind_inner(struct als__rec *r)
+{
+    while (T.rec != r)
+        rec_end(T.rec);
+}
+
+/* Ends r's scope (which restores the context exactly) and releases what an
+ * als_run bound (`run`: r->run, a constant where inlined). The record
+ * leaves the thread's chain before anything can run (destroy callbacks may
+ * use libals, and their jump checks must not find it), and returns to the
+ * spare records only once nothing reads it. Inlined into the cleanups of
+ * als_run and als_exit: their hot path. */
+static inline __attribute__((always_inline)) void rec_end_inline(struct als__rec *r, bool run)
+{
+    bool rec = r->s.rec;
+    if (ALS__LIKELY(rec)) {
+        if (ALS__UNLIKELY(T.rec != r))
+            rec_unwind_inner(r);
         T.rec = r->prev;
         T.nsp = r->outer_nsp;
     }
     als__scope_end(&r->s);
-    bool run = r->run;
-    struct als__binding *heap = r->b.heap;
-    void *value = r->b.value;
-    void (*destroy)(void *) = r->b.destroy;
-    if (r->s.rec) {
+    struct als__binding *heap = run ? r->b.heap : NULL;
+    void *value = run ? r->b.value : NULL;
+    void (*destroy)(void *) = run ? r->b.destroy : NULL;
+    if (ALS__LIKELY(rec)) {
         r->prev = T.rec_free;
         T.rec_free = r;
     }
-    if (!run)
-        return;
     if (heap) /* captured: the heap copy decides when value dies */
         als__binding_release(heap);
     else if (destroy && value)
         destroy(value);
 }
 
+static void rec_end(struct als__rec *r)
+{
+    rec_end_inline(r, r->run);
+}
+
 void als__rec_close(struct als__rec **pr)
 {
-    rec_end(*pr);
+    rec_end_inline(*pr, false); /* frame scopes bind nothing themselves */
+}
+
+/* The cleanups of als_run's and als_exit's records. */
+static inline __attribute__((always_inline)) void run_close(struct als__rec **pr)
+{
+    rec_end_inline(*pr, true);
+}
+
+static inline __attribute__((always_inline)) void exit_close(struct als__rec **pr)
+{
+    rec_end_inline(*pr, false);
 }
 
 void als__scope_unwind(struct als__scope **sp)
@@ -436,7 +485,7 @@ void *als_run(als_t *als, void *value, als_fn fn, void *arg)
         return NULL;
     }
     struct als__rec fallback;
-    ALS__REC r = rec_push(&fallback, nsp);
+    struct als__rec *r __attribute__((cleanup(run_close))) = rec_push(&fallback, nsp);
     als__scope_open(&r->s);
     r->s.rec = r != &fallback;
     r->b = (struct als__binding){
@@ -466,7 +515,7 @@ void *als_exit(als_t *als, als_fn fn, void *arg)
     if (bound && ALS__UNLIKELY(slot_writable(i)))
         return NULL;
     struct als__rec fallback;
-    ALS__REC r = rec_push(&fallback, nsp);
+    struct als__rec *r __attribute__((cleanup(exit_close))) = rec_push(&fallback, nsp);
     als__scope_open(&r->s);
     r->s.rec = r != &fallback;
     if (bound) {
