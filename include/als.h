@@ -29,7 +29,8 @@
  * exception caught around the call finds the caller's context intact. An
  * exception that escapes a pool task or a thread function terminates the
  * process, as with std::thread (catch inside the task); destroy, cancel and
- * on_error callbacks must not throw either.
+ * on_error callbacks must not throw either. Cancellation means deferred
+ * cancellation (the default): no libals function is async-cancel-safe.
  *
  * longjmp() and siglongjmp() run no cleanup. Each function-call scope
  * records its opener's stack position in a per-thread record that is not
