@@ -65,6 +65,8 @@ void als__free(void *p);
  * the later ones while `sticky`; n = 0 turns injection off. Returns how
  * many allocations were attempted since the previous call. */
 long als__test_fail_alloc(long n, bool sticky);
+/* Test builds only: makes every als__malloc_soft fail (or not). */
+void als__test_fail_soft(bool fail);
 #endif
 
 /* ---- store.c ---------------------------------------------------------- */

@@ -6,6 +6,7 @@
  * value bound inside is released once. */
 #define _POSIX_C_SOURCE 200809L /* sigaction, sigsetjmp */
 #include <als.h>
+#include "internal.h" /* als__test_fail_soft */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -364,6 +365,56 @@ static void jump_inside_a_pool_task(void **state)
     check_clean();
 }
 
+#ifdef ALS_FAULT_INJECTION
+/* Without scope records (their blocks cannot be allocated) scopes keep
+ * their records on their own stack: everything works, and cleanups still
+ * run on pthread_exit; only a longjmp out of them would go unrepaired. */
+static _Atomic int fallback_bad;
+static als_snapshot_t *empty_snap; /* taken and released by the test */
+static void *deep_run(void *arg);
+
+static void *deep(void *arg)
+{
+    intptr_t d = (intptr_t)arg;
+    if (tag_of(als_get(s1)) != (d ? 1000 + d - 1 : 0))
+        atomic_fetch_add(&fallback_bad, 1);
+    if (d == 40)
+        pthread_exit(NULL); /* unwinds all 40 */
+    if (d % 2) /* the snapshot's values are not these: bind again inside */
+        return als_snapshot_run(empty_snap, deep_run, (void *)d);
+    return als_run(s1, mk(1000 + d), deep, (void *)(d + 1));
+}
+
+static void *deep_run(void *arg)
+{
+    intptr_t d = (intptr_t)arg;
+    return als_run(s1, mk(1000 + d), deep, (void *)(d + 1));
+}
+
+static void *deep_thread(void *arg)
+{
+    (void)arg;
+    deep((void *)(intptr_t)0);
+    return NULL;
+}
+
+static void scopes_without_records(void **state)
+{
+    (void)state;
+    empty_snap = als_snapshot();
+    assert_non_null(empty_snap);
+    als__test_fail_soft(true);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, deep_thread, NULL), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    als__test_fail_soft(false);
+    als_snapshot_release(empty_snap);
+    assert_int_equal(atomic_load(&fallback_bad), 0);
+    assert_int_equal(atomic_load(&created), 40);
+    check_clean();
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -376,6 +427,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(siglongjmp_from_a_handler, setup, teardown),
         cmocka_unit_test_setup_teardown(thread_exit_after_a_jump, setup, teardown),
         cmocka_unit_test_setup_teardown(jump_inside_a_pool_task, setup, teardown),
+#ifdef ALS_FAULT_INJECTION
+        cmocka_unit_test_setup_teardown(scopes_without_records, setup, teardown),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
