@@ -53,8 +53,8 @@
  * callback, nor skip an als_scope_leave (what the explicit scope holds
  * then leaks). The first scope at each 32 levels of nesting depth takes a
  * block of records that the thread keeps until it exits; if that
- * allocation fails the scope still works, but a jump out of it is not
- * repaired.
+ * allocation fails the scope still works (its record stays on the stack),
+ * but a longjmp out of it is then not supported.
  */
 #ifndef ALS_H
 #define ALS_H
