@@ -41,13 +41,15 @@
  *   - a scope entry or exit (als_run, als_exit, als_enter_with,
  *     als_snapshot_run, als_bound_call, als_resource_run_in_scope,
  *     als_scope_enter, als_scope_leave) or a capture (als_snapshot,
- *     als_bind, als_resource_new, als_thread_create) called from the
- *     function that called setjmp, or from any function above it;
+ *     als_bind, als_resource_new, als_thread_create, als_submit,
+ *     als_submit_task, als_submit_after, als_submit_future,
+ *     als_future_then, als_group_submit) called from the function that
+ *     called setjmp, or from any function above it;
  *   - the end of any scope around the setjmp (including a pool task's);
  *   - the thread's exit.
  * Until then als_get may still return the values of the abandoned scopes,
- * and calls made from functions deeper than the landing one, including
- * submits, may not notice the jump. Jumps are recognised between frames of
+ * and calls made from functions deeper than the landing one may not notice
+ * the jump. Jumps are recognised between frames of
  * the thread's own stack only (not from a sigaltstack or a fiber's stack);
  * a jump must not leave a pool task, a thread function or a libals
  * callback, nor skip an als_scope_leave (what the explicit scope holds

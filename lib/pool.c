@@ -930,6 +930,7 @@ int als_submit(als_pool_t *pool, als_task_fn fn, void *arg)
 {
     if (!pool || !fn)
         return ALS_EINVAL;
+    als__jump_check(ALS__NSP()); /* captures: see "Non-local exits" */
     if (submit_inline(pool, fn, arg))
         return 0;
     struct als__spec sp = { .fn = fn, .arg = arg };
@@ -940,6 +941,7 @@ int als_submit_task(als_pool_t *pool, const als_task *task)
 {
     if (!pool || !task || !task->fn)
         return ALS_EINVAL;
+    als__jump_check(ALS__NSP());
     if (!(task->flags & ALS_TASK_DETACHED) && submit_inline(pool, task->fn, task->arg))
         return 0;
     struct als__spec sp = {
@@ -952,6 +954,7 @@ int als_submit_after(als_pool_t *pool, uint64_t delay_ns, als_task_fn fn, void *
 {
     if (!pool || !fn)
         return ALS_EINVAL;
+    als__jump_check(ALS__NSP());
     struct als__spec sp = { .fn = fn, .arg = arg, .delay_ns = delay_ns };
     return als__submit(pool, &sp);
 }

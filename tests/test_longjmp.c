@@ -151,6 +151,37 @@ static void capture_after_a_jump(void **state)
     check_clean();
 }
 
+/* So is a submit: the task runs in the landing context. */
+static _Atomic intptr_t task_saw;
+
+static int record_task(void *arg)
+{
+    (void)arg;
+    atomic_store(&task_saw, tag_of(als_get(s1)));
+    return 0;
+}
+
+static void *landing_then_submit(void *arg)
+{
+    als_pool_t *pool = arg;
+    if (!setjmp(env))
+        als_run(s1, mk(2), jump, NULL);
+    assert_int_equal(als_submit(pool, record_task, NULL), 0);
+    assert_int_equal(als_pool_drain(pool), 0);
+    return NULL;
+}
+
+static void submit_after_a_jump(void **state)
+{
+    (void)state;
+    als_pool_t *pool = als_pool_new(&(als_pool_options){ .threads = 1 });
+    assert_non_null(pool);
+    als_run(s1, mk(1), landing_then_submit, pool);
+    als_pool_free(pool);
+    assert_int_equal(atomic_load(&task_saw), 1);
+    check_clean();
+}
+
 /* Jumps from every depth of mixed scopes (runs, exits, enter_with,
  * snapshot runs): nothing leaks, the context is the landing one. */
 static void *landing_deep(void *arg)
@@ -420,6 +451,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(jump_out_of_a_run, setup, teardown),
         cmocka_unit_test_setup_teardown(capture_after_a_jump, setup, teardown),
+        cmocka_unit_test_setup_teardown(submit_after_a_jump, setup, teardown),
         cmocka_unit_test_setup_teardown(jump_from_every_depth, setup, teardown),
         cmocka_unit_test_setup_teardown(repair_runs_callbacks_that_use_libals, setup, teardown),
         cmocka_unit_test_setup_teardown(end_of_enclosing_scope, setup, teardown),
