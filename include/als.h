@@ -17,6 +17,46 @@
  *
  * Threads: all functions are thread-safe. Values are never copied: the
  * store hands back the pointer you bound.
+ *
+ * Non-local exits
+ * ---------------
+ * A scope ends however its call is left. A C++ exception, pthread_exit()
+ * or pthread_cancel() unwinding through als_run, als_exit,
+ * als_snapshot_run, a bound call, a resource scope, a pool task or an
+ * als_thread_create thread function restores the context exactly as a
+ * return would and releases what the scope bound, once (the library is
+ * built with -fexceptions; each scope closes in a cleanup handler). A C++
+ * exception caught around the call finds the caller's context intact. An
+ * exception that escapes a pool task or a thread function terminates the
+ * process, as with std::thread (catch inside the task); destroy, cancel and
+ * on_error callbacks must not throw either. Cancellation means deferred
+ * cancellation (the default): no libals function is async-cancel-safe.
+ *
+ * longjmp() and siglongjmp() run no cleanup. Each function-call scope
+ * records its opener's stack position in a per-thread record that is not
+ * on the stack, so a jump out of scopes is noticed and every scope jumped
+ * out of is unwound, innermost first, exactly as its return would have
+ * (values released once, the context that of the scope the jump landed
+ * in), by the first of:
+ *   - a scope entry or exit (als_run, als_exit, als_enter_with,
+ *     als_snapshot_run, als_bound_call, als_resource_run_in_scope,
+ *     als_scope_enter, als_scope_leave) or a capture (als_snapshot,
+ *     als_bind, als_resource_new, als_thread_create, als_submit,
+ *     als_submit_task, als_submit_after, als_submit_future,
+ *     als_future_then, als_group_submit) called from the function that
+ *     called setjmp, or from any function above it;
+ *   - the end of any scope around the setjmp (including a pool task's);
+ *   - the thread's exit.
+ * Until then als_get may still return the values of the abandoned scopes,
+ * and calls made from functions deeper than the landing one may not notice
+ * the jump. Jumps are recognised between frames of
+ * the thread's own stack only (not from a sigaltstack or a fiber's stack);
+ * a jump must not leave a pool task, a thread function or a libals
+ * callback, nor skip an als_scope_leave (what the explicit scope holds
+ * then leaks). The first scope at each 32 levels of nesting depth takes a
+ * block of records that the thread keeps until it exits; if that
+ * allocation fails the scope still works (its record stays on the stack),
+ * but a longjmp out of it is then not supported.
  */
 #ifndef ALS_H
 #define ALS_H
@@ -132,7 +172,9 @@ ALS_API int als_has(const als_t *als);
 
 /** Binds @p value to @p als for exactly the duration of fn(arg) and returns
  *  fn's result. When it returns, the thread's context is exactly what it was
- *  before, whatever fn did (nested runs, als_enter_with, als_exit). NULL is
+ *  before, whatever fn did (nested runs, als_enter_with, als_exit), also
+ *  when fn is left by a C++ exception, pthread_exit or a cancellation, and
+ *  after a longjmp out of it as described under "Non-local exits". NULL is
  *  a value like any other. With a NULL store or fn: calls nothing, binds
  *  nothing and returns NULL. Allocates nothing unless something captures
  *  the context inside fn, and binds even then (a failing capture reports
@@ -142,7 +184,10 @@ ALS_API int als_has(const als_t *als);
  *  snapshot_run, bound call, resource scope, pool task or als_thread_create
  *  thread) takes a private table, which the thread then recycles. If that
  *  allocation fails, als_run calls nothing and returns NULL (and a
- *  destroy-owning store destroys @p value, which it was handed). */
+ *  destroy-owning store destroys @p value, which it was handed). Besides,
+ *  nesting deeper than ever before on a thread takes a block of 32 scope
+ *  records, kept until the thread exits; its failure is invisible (see
+ *  "Non-local exits"). */
 ALS_API void *als_run(als_t *als, void *value, als_fn fn, void *arg);
 
 /** Runs fn(arg) with @p als unbound (als_get gives the default); other
@@ -154,7 +199,14 @@ ALS_API void *als_exit(als_t *als, als_fn fn, void *arg);
  *  or pool task returns; at a thread's top level until the thread exits or
  *  another als_enter_with of the same store replaces it (the replaced value
  *  is released then). Returns 0, ALS_EINVAL for a NULL store, or ALS_ENOMEM
- *  (nothing changed; a destroy-owning store destroys @p value). */
+ *  (nothing changed; a destroy-owning store destroys @p value).
+ *
+ *  At thread exit, top-level values are released in rounds: a destroy
+ *  callback may bind again, and the next round releases that too (not
+ *  limited by glibc's 4 passes over thread-specific data). After 64 rounds
+ *  that still bind, a top-level als_enter_with on the exiting thread
+ *  returns ALS_ESHUTDOWN and does not take @p value (the caller still owns
+ *  it), so a callback that rebinds forever ends. */
 ALS_API int als_enter_with(als_t *als, void *value);
 
 /** From now on als_get(als) returns the default in every context on every
@@ -289,7 +341,9 @@ ALS_API uint64_t als_trigger_async_id(void);
 /** pthread_create whose new thread starts inside a snapshot of the
  *  creator's context (an inheritable thread-local), with a fresh execution
  *  async id whose trigger id is the creator's execution id. Values the
- *  thread binds end with the thread. Returns 0, ALS_EINVAL (NULL thread or
+ *  thread binds end with the thread, also when it ends with pthread_exit or
+ *  a cancellation. A C++ exception escaping @p fn terminates the process
+ *  (no handler, as with std::thread). Returns 0, ALS_EINVAL (NULL thread or
  *  fn) or ALS_ENOMEM (memory or threads exhausted). */
 ALS_API int als_thread_create(pthread_t *thread, const pthread_attr_t *attr,
                               als_fn fn, void *arg);
@@ -300,7 +354,10 @@ ALS_API int als_thread_create(pthread_t *thread, const pthread_attr_t *attr,
  *  the worker enters it, runs the task, then restores its own context and
  *  releases the snapshot (so destroy callbacks may run on worker threads).
  *  Each task runs with a fresh execution async id whose trigger id is the
- *  submitter's execution id.
+ *  submitter's execution id. A task's scope restores the worker's context
+ *  also when the task is unwound (see "Non-local exits"). A C++ exception
+ *  must not escape a task: catch it inside; on a worker thread it finds no
+ *  handler and terminates the process, as with std::thread.
  *  @{ */
 
 /** A pool task. A non-zero return means the task failed. */

@@ -43,6 +43,23 @@ void *als__malloc(size_t size)
     return FAIL() ? NULL : malloc(size);
 }
 
+#ifdef ALS_FAULT_INJECTION
+static _Atomic bool soft_fails;
+
+void als__test_fail_soft(bool fail)
+{
+    atomic_store_explicit(&soft_fails, fail, memory_order_relaxed);
+}
+#define FAIL_SOFT() atomic_load_explicit(&soft_fails, memory_order_relaxed)
+#else
+#define FAIL_SOFT() false
+#endif
+
+void *als__malloc_soft(size_t size)
+{
+    return FAIL_SOFT() ? NULL : malloc(size);
+}
+
 void *als__calloc(size_t n, size_t size)
 {
     return FAIL() ? NULL : calloc(n, size);

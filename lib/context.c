@@ -136,8 +136,9 @@ static int table_grow(uint32_t i)
     return 0;
 }
 
-/* Makes slot i of the current table writable. 0 or ALS_ENOMEM. */
-static int slot_writable(uint32_t i)
+/* Makes slot i of the current table writable. 0 or ALS_ENOMEM. Inlined
+ * into als_run (gcc stopped doing so by itself once als_run grew). */
+static inline __attribute__((always_inline)) int slot_writable(uint32_t i)
 {
     if (ALS__UNLIKELY(T.v.shared))
         return table_copy(i);
@@ -157,6 +158,7 @@ void als__scope_open(struct als__scope *s)
     s->ids = false;
     s->owns_frame = false;
     s->keeps_cache = false;
+    s->rec = false;
     s->depth = ++T.depth;
     T.scope = s;
 }
@@ -276,10 +278,17 @@ static struct als__undo *abandon_inner(struct als__scope *s)
     return deep;
 }
 
-void als__scope_end(struct als__scope *s)
+static void rec_end(struct als__rec *r);
+
+/* als__scope_end when `s` is not the innermost scope. */
+static __attribute__((noinline)) void scope_end_slow(struct als__scope *s)
 {
     struct als__undo *deep = NULL;
-    if (ALS__UNLIKELY(T.scope != s)) {
+    /* Records opened inside `s` and still open when it ends were jumped
+     * out of (longjmp) with nothing since to notice: unwind them first. */
+    while (T.scope != s && T.rec && &T.rec->s != s && T.rec->s.depth > s->depth)
+        rec_end(T.rec);
+    if (T.scope != s) {
         /* An inner als_scope_enter was never left. The caller's scope is
          * intact (it is ours), so restore from it: the context is exact,
          * only the abandoned scope's holds leak. */
@@ -296,64 +305,239 @@ void als__scope_end(struct als__scope *s)
     }
 }
 
+void als__scope_end(struct als__scope *s)
+{
+    if (ALS__UNLIKELY(T.scope != s))
+        scope_end_slow(s);
+    else
+        scope_restore(s);
+}
+
+/* ---- records of function-call scopes ---------------------------------- */
+
+#define RECS_PER_BLOCK 32
+
+struct als__recs {
+    struct als__recs *next;
+    struct als__rec r[RECS_PER_BLOCK];
+};
+
+static struct als__rec *recs_refill(void)
+{
+    struct als__recs *blk = als__malloc_soft(sizeof *blk);
+    if (!blk)
+        return NULL;
+    blk->next = T.recs;
+    T.recs = blk;
+    for (int k = RECS_PER_BLOCK - 1; k >= 0; k--) {
+        blk->r[k].prev = T.rec_free;
+        T.rec_free = &blk->r[k];
+    }
+    als__thread_hook(); /* the blocks are freed when the thread exits */
+    return T.rec_free;
+}
+
+static inline struct als__rec *rec_push(struct als__rec *fallback, uintptr_t nsp)
+{
+    struct als__rec *r = T.rec_free;
+    if (ALS__UNLIKELY(!r) && !(r = recs_refill())) {
+        fallback->run = false;
+        return fallback; /* works, but a longjmp out of it goes unseen */
+    }
+    T.rec_free = r->prev;
+    r->prev = T.rec;
+    T.rec = r;
+    r->outer_nsp = T.nsp;
+    r->nsp = nsp;
+    T.nsp = nsp;
+    r->run = false;
+    return r;
+}
+
+static inline __attribute__((always_inline)) struct als__rec *
+rec_open_frame(struct als__rec *r, struct als__rec *fallback, struct als_snapshot *f,
+               bool ids, uint64_t exec_id, uint64_t trigger_id)
+{
+    als__scope_open_frame(&r->s, f, ids, exec_id, trigger_id);
+    r->s.rec = r != fallback;
+    return r;
+}
+
+/* The jump check and a record that needs allocating, off the fast path. */
+static __attribute__((noinline)) struct als__rec *
+rec_open_frame_slow(struct als__rec *fallback, uintptr_t nsp, struct als_snapshot *f,
+                    bool ids, uint64_t exec_id, uint64_t trigger_id)
+{
+    als__jump_check(nsp);
+    return rec_open_frame(rec_push(fallback, nsp), fallback, f, ids, exec_id, trigger_id);
+}
+
+struct als__rec *als__rec_open_frame(struct als__rec *fallback, uintptr_t nsp,
+                                     struct als_snapshot *f, bool ids, uint64_t exec_id,
+                                     uint64_t trigger_id)
+{
+    /* One test for both rare cases keeps the fast path free of calls. */
+    if (ALS__UNLIKELY(nsp <= T.nsp || !T.rec_free))
+        return rec_open_frame_slow(fallback, nsp, f, ids, exec_id, trigger_id);
+    return rec_open_frame(rec_push(fallback, nsp), fallback, f, ids, exec_id, trigger_id);
+}
+
+/* Records opened inside r and still open were jumped out of: unwound first,
+ * innermost first. */
+static void rec_unwind_inner(struct als__rec *r)
+{
+    while (T.rec != r)
+        rec_end(T.rec);
+}
+
+/* Ends r's scope (which restores the context exactly) and releases what an
+ * als_run bound (`run`: r->run, a constant where inlined). The record
+ * leaves the thread's chain before anything can run (destroy callbacks may
+ * use libals, and their jump checks must not find it), and returns to the
+ * spare records only once nothing reads it. Inlined into the cleanups of
+ * als_run and als_exit: their hot path. */
+static inline __attribute__((always_inline)) void rec_end_inline(struct als__rec *r, bool run)
+{
+    bool rec = r->s.rec;
+    if (ALS__LIKELY(rec)) {
+        if (ALS__UNLIKELY(T.rec != r))
+            rec_unwind_inner(r);
+        T.rec = r->prev;
+        T.nsp = r->outer_nsp;
+    }
+    als__scope_end(&r->s);
+    struct als__binding *heap = run ? r->b.heap : NULL;
+    void *value = run ? r->b.value : NULL;
+    void (*destroy)(void *) = run ? r->b.destroy : NULL;
+    if (ALS__LIKELY(rec)) {
+        r->prev = T.rec_free;
+        T.rec_free = r;
+    }
+    if (heap) /* captured: the heap copy decides when value dies */
+        als__binding_release(heap);
+    else if (destroy && value)
+        destroy(value);
+}
+
+static void rec_end(struct als__rec *r)
+{
+    rec_end_inline(r, r->run);
+}
+
+void als__rec_close(struct als__rec **pr)
+{
+    rec_end_inline(*pr, false); /* frame scopes bind nothing themselves */
+}
+
+/* The cleanups of als_run's and als_exit's records. */
+static inline __attribute__((always_inline)) void run_close(struct als__rec **pr)
+{
+    rec_end_inline(*pr, true);
+}
+
+static inline __attribute__((always_inline)) void exit_close(struct als__rec **pr)
+{
+    rec_end_inline(*pr, false);
+}
+
+void als__scope_unwind(struct als__scope **sp)
+{
+    if (*sp)
+        als__scope_end(*sp);
+}
+
+/* Lowest and highest address of this thread's own stack, found once. */
+static _Thread_local uintptr_t stack_lo, stack_hi;
+
+/* Whether `a` is on this thread's own stack. Frames on another stack (a
+ * signal stack, a fiber's) compare arbitrarily with ours, so jumps are only
+ * recognised between frames of the thread's own stack. */
+static bool own_stack(uintptr_t a)
+{
+    if (ALS__UNLIKELY(!stack_hi)) {
+        pthread_attr_t at;
+        void *lo;
+        size_t size;
+        if (pthread_getattr_np(pthread_self(), &at) != 0)
+            return false;
+        int rc = pthread_attr_getstack(&at, &lo, &size);
+        pthread_attr_destroy(&at);
+        if (rc != 0)
+            return false;
+        stack_lo = (uintptr_t)lo;
+        stack_hi = (uintptr_t)lo + size;
+    }
+    return a >= stack_lo && a < stack_hi;
+}
+
+void als__jumped(uintptr_t nsp)
+{
+    if (!own_stack(~nsp))
+        return;
+    /* Every record whose opener's frame is at or below the caller's frame
+     * belongs to a call the caller is not inside: jumped out of. Records
+     * are intact (they are not on the stack); unwind them innermost first,
+     * exactly as their returns would have. */
+    while (T.rec && nsp <= T.rec->nsp && own_stack(~T.rec->nsp))
+        rec_end(T.rec);
+}
+
 /* ---- run, exit, enter_with ------------------------------------------- */
 
 void *als_run(als_t *als, void *value, als_fn fn, void *arg)
 {
     if (!als || !fn)
         return NULL;
+    uintptr_t nsp = ALS__NSP();
+    als__jump_check(nsp);
     uint32_t i = als->index;
     if (ALS__UNLIKELY(slot_writable(i))) {
         if (als->destroy && value)
             als->destroy(value);
         return NULL;
     }
-    struct als__scope s;
-    als__scope_open(&s);
-    struct als__binding b = {
+    struct als__rec fallback;
+    struct als__rec *r __attribute__((cleanup(run_close))) = rec_push(&fallback, nsp);
+    als__scope_open(&r->s);
+    r->s.rec = r != &fallback;
+    r->b = (struct als__binding){
         .index = i,
         .epoch = atomic_load_explicit(als->epoch, memory_order_relaxed),
         .value = value,
         .destroy = als->destroy,
         .kind = ALS__STACK,
     };
-    struct als__undo u = {
+    r->u = (struct als__undo){
         .next = T.undo, .prev = T.v.slots[i], .index = i, .depth = T.depth,
     };
-    T.v.slots[i] = &b;
-    T.undo = &u;
-
-    void *result = fn(arg);
-
-    als__scope_end(&s);
-    if (b.heap) /* captured: the heap copy decides when value dies */
-        als__binding_release(b.heap);
-    else if (b.destroy && b.value)
-        b.destroy(b.value);
-    return result;
+    r->run = true;
+    T.v.slots[i] = &r->b;
+    T.undo = &r->u;
+    return fn(arg); /* the cleanup ends the scope and releases the value */
 }
 
 void *als_exit(als_t *als, als_fn fn, void *arg)
 {
     if (!als || !fn)
         return NULL;
+    uintptr_t nsp = ALS__NSP();
+    als__jump_check(nsp);
     uint32_t i = als->index;
     bool bound = i < T.v.n && T.v.slots[i];
     if (bound && ALS__UNLIKELY(slot_writable(i)))
         return NULL;
-    struct als__scope s;
-    als__scope_open(&s);
-    struct als__undo u;
+    struct als__rec fallback;
+    struct als__rec *r __attribute__((cleanup(exit_close))) = rec_push(&fallback, nsp);
+    als__scope_open(&r->s);
+    r->s.rec = r != &fallback;
     if (bound) {
-        u = (struct als__undo){
+        r->u = (struct als__undo){
             .next = T.undo, .prev = T.v.slots[i], .index = i, .depth = T.depth,
         };
         T.v.slots[i] = NULL;
-        T.undo = &u;
+        T.undo = &r->u;
     }
-    void *result = fn(arg);
-    als__scope_end(&s);
-    return result;
+    return fn(arg);
 }
 
 /* The undo record of the current scope that `b` (an enter_with binding in
@@ -373,6 +557,12 @@ int als_enter_with(als_t *als, void *value)
 {
     if (!als)
         return ALS_EINVAL;
+    als__jump_check(ALS__NSP());
+    /* Thread exit ran out of rounds (thread_exit): a destroy callback that
+     * rebinds forever is refused, and keeps its value (destroying it here
+     * would call that callback again, without end). */
+    if (ALS__UNLIKELY(T.exiting) && T.depth == 0)
+        return ALS_ESHUTDOWN;
     uint32_t i = als->index;
     struct als__entry *e = als__malloc(sizeof *e);
     if (!e || slot_writable(i)) {
@@ -419,13 +609,25 @@ int als_enter_with(als_t *als, void *value)
 static pthread_key_t exit_key;
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 
-/* Runs when a thread that holds context state exits: releases top-level
- * enter_with values, the cached frame and the thread's tables. Scopes
- * abandoned by pthread_exit are not unwound (their records were on the
- * stack); their holds leak, as documented. */
-static void thread_exit(void *unused)
+/* Rounds of thread-exit cleanup: destroy callbacks run by one round may
+ * bind again (als_enter_with at the top level), which the next round
+ * releases. glibc gives up after PTHREAD_DESTRUCTOR_ITERATIONS (4) passes,
+ * so the rounds are ours. After this many, top-level als_enter_with fails
+ * on this thread (T.exiting) and leaves the value to its caller, so that a
+ * callback that rebinds forever ends. */
+#define EXIT_ROUNDS 64
+
+/* Frees what this thread holds, once. Returns whether destroy callbacks
+ * run by it left new state (they registered the hook again). */
+static bool exit_round(void)
 {
-    (void)unused;
+    /* Scopes still open: after pthread_exit or a cancellation every scope
+     * has closed in its cleanup, so these are records jumped out of with
+     * longjmp (intact: not on the stack) and explicit scopes never left,
+     * whose records may have died with the stack and are never read: what
+     * they hold leaks, as documented. */
+    while (T.rec)
+        rec_end(T.rec);
     struct als__undo *head = T.undo;
     struct als__cached cache = T.cache;
     struct als__table *base_heap = T.base_heap;
@@ -437,9 +639,14 @@ static void thread_exit(void *unused)
     if (*pp)
         *pp = (*pp)->next;
     struct als__table *spare = T.spare;
+    struct als__recs *recs = T.recs;
+    bool exiting = T.exiting;
     memset(&T, 0, sizeof T); /* a clean top level, exit_hook cleared */
+    T.exiting = exiting;
 
     als__cache_drop(cache);
+    /* Every undo record left is an enter_with entry (heap): als_run's and
+     * als_exit's are in records, unwound above. */
     for (struct als__undo *u = head, *next; u; u = next) {
         next = u->next;
         if (u->owned)
@@ -451,6 +658,26 @@ static void thread_exit(void *unused)
     }
     als__free(copy);
     als__free(base_heap);
+    for (struct als__recs *r = recs, *next; r; r = next) {
+        next = r->next;
+        als__free(r);
+    }
+    return T.exit_hook;
+}
+
+/* Runs when a thread that holds context state exits (a thread-specific
+ * data destructor): releases top-level enter_with values, the cached frame,
+ * the thread's tables and records, round after round while destroy
+ * callbacks bind again. */
+static void thread_exit(void *unused)
+{
+    (void)unused;
+    for (int round = 1; exit_round(); round++) {
+        if (round == EXIT_ROUNDS)
+            T.exiting = true;
+        if (round == 2 * EXIT_ROUNDS)
+            return; /* callbacks that capture forever: glibc's next pass */
+    }
 }
 
 static void exit_key_create(void)

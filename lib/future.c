@@ -151,6 +151,7 @@ int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future_t **out
 {
     if (!pool || !fn || !out)
         return ALS_EINVAL;
+    als__jump_check(ALS__NSP()); /* captures: see "Non-local exits" */
     als_future_t *f = future_new(fn, arg);
     if (!f)
         return ALS_ENOMEM;
@@ -174,6 +175,7 @@ int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t *
 {
     if (!f || !pool || !fn || !out)
         return ALS_EINVAL;
+    als__jump_check(ALS__NSP());
     if (!pool_accepts(pool))
         return ALS_ESHUTDOWN;
     als_future_t *g = future_new(fn, NULL);

@@ -62,6 +62,7 @@ int als_group_submit(als_group_t *g, als_pool_t *pool, als_task_fn fn, void *arg
 {
     if (!g || !pool || !fn)
         return ALS_EINVAL;
+    als__jump_check(ALS__NSP()); /* captures: see "Non-local exits" */
     atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&g->pending, 1, memory_order_relaxed);
     struct als__spec sp = { .fn = fn, .arg = arg, .group = g };

@@ -53,6 +53,10 @@
 /* ---- alloc.c ---------------------------------------------------------- */
 void *als__malloc(size_t size);
 void *als__calloc(size_t n, size_t size);
+/* An allocation whose failure changes nothing the caller can see (scope
+ * records: a scope then keeps its record on its own stack), so there is no
+ * failure to surface and fault injection leaves it alone. */
+void *als__malloc_soft(size_t size);
 void *als__realloc(void *p, size_t size);
 char *als__strdup(const char *s);
 void als__free(void *p);
@@ -61,6 +65,8 @@ void als__free(void *p);
  * the later ones while `sticky`; n = 0 turns injection off. Returns how
  * many allocations were attempted since the previous call. */
 long als__test_fail_alloc(long n, bool sticky);
+/* Test builds only: makes every als__malloc_soft fail (or not). */
+void als__test_fail_soft(bool fail);
 #endif
 
 /* ---- store.c ---------------------------------------------------------- */
@@ -85,7 +91,7 @@ uint32_t als__slot_count(void);
 
 /* ---- bindings and frames ---------------------------------------------- */
 enum als__binding_kind {
-    ALS__STACK = 0,               /* als_run's, on its stack frame */
+    ALS__STACK = 0,               /* als_run's, in its scope record */
     ALS__HEAP = 1,                /* a promoted copy of a stack binding */
     ALS__ENTRY = 2,               /* als_enter_with's: struct als__entry */
 };
@@ -178,6 +184,11 @@ struct als__tls {
     struct als__table *spare;     /* recycled tables */
     struct als__table *base_heap; /* base table, once grown past inline */
     struct als__binding *base[ALS__BASE_SLOTS];
+    uintptr_t nsp;                /* the innermost record's nsp; 0: none */
+    struct als__rec *rec;         /* innermost open record */
+    struct als__rec *rec_free;    /* spare records (a stack) */
+    struct als__recs *recs;       /* every block of records, to free */
+    bool exiting;                 /* thread exit ran out of rounds */
     /* A first copy-on-write table, so that writes inside an entered frame
      * (a pool task's als_run) allocate nothing with up to 16 stores. It
      * joins the spare list on first use. */
@@ -207,6 +218,26 @@ struct als__scope {
     bool ids;
     bool owns_frame;              /* als_scope_enter: release `entered` */
     bool keeps_cache;             /* als__scope_open_task: `cache` unused */
+    bool rec;                     /* the scope of a struct als__rec in use */
+};
+
+/* The record of a function-call scope opened from user code (als_run,
+ * als_exit, als_snapshot_run, bound calls, resource scopes): the scope, and
+ * als_run's binding and undo record. It lives in a per-thread stack of
+ * records (als__rec_open), not on the C stack, so that a scope abandoned by
+ * longjmp can still be unwound after the jump (als__jumped): its frame is
+ * gone, its record is not. `nsp` is the complement of the opener's frame
+ * address, so that "the frame of code running now is at or above the
+ * opener's" (the opener has been jumped out of) is one unsigned compare
+ * against the thread's innermost record (als__tls.nsp; 0: none). */
+struct als__rec {
+    struct als__scope s;          /* first */
+    struct als__rec *prev;        /* in use: the next older; free: next free */
+    uintptr_t nsp;                /* ~ frame address of the opener */
+    uintptr_t outer_nsp;          /* als__tls.nsp before */
+    struct als__binding b;        /* als_run's */
+    struct als__undo u;           /* als_run's, als_exit's */
+    bool run;                     /* b is bound: release it at the end */
 };
 
 /* Opens a scope that changes only bindings (run, exit). */
@@ -241,6 +272,7 @@ static inline void als__scope_open_task(struct als__scope *s, uint64_t exec_id,
     s->switched = false;
     s->owns_frame = false;
     s->keeps_cache = true;
+    s->rec = false;
     s->ids = true;
     s->exec_id = als__tls.exec_id;
     s->trigger_id = als__tls.trigger_id;
@@ -298,6 +330,45 @@ als_bound_t *als__bound_new(als_fn fn, struct als_snapshot *frame, bool ids,
  * lazy. Resolved, outermost first, when someone asks (resource.c). */
 #define ALS__ID_PARENT (UINT64_MAX - 1)
 uint64_t als__async_id_next(void);
+
+/* ---- non-local exits (context.c) -------------------------------------- */
+/* Function-call scopes close in a cleanup (__attribute__((cleanup))): the
+ * library is built with -fexceptions, so a C++ exception, pthread_exit or
+ * pthread_cancel unwinding through them restores the context as a return
+ * does. longjmp runs no cleanup: see als__jumped. */
+
+/* The complement of the calling function's frame address (see als__rec). */
+#define ALS__NSP() (~(uintptr_t)__builtin_frame_address(0))
+
+/* Unwinds the records abandoned by a longjmp: those whose opener's frame is
+ * at or below `nsp` (the frame of the caller, which is not inside them). */
+void als__jumped(uintptr_t nsp);
+
+/* The check at every scope entry, leave and capture made from user code:
+ * one compare while no record was jumped out of. `nsp`: ALS__NSP() of the
+ * public function called by the user. */
+static inline void als__jump_check(uintptr_t nsp)
+{
+    if (ALS__UNLIKELY(nsp <= als__tls.nsp))
+        als__jumped(nsp);
+}
+
+/* The jump check, a record pushed for a function whose frame is `nsp`, and
+ * its scope opened over frame `f` (als__scope_open_frame). The record comes
+ * from the thread's record stack, or is `fallback` (on the caller's stack,
+ * not tracked for longjmp) if no record can be allocated. */
+struct als__rec *als__rec_open_frame(struct als__rec *fallback, uintptr_t nsp,
+                                     struct als_snapshot *f, bool ids, uint64_t exec_id,
+                                     uint64_t trigger_id);
+/* Ends *pr's scope, drops its record and releases what it bound: the
+ * cleanup of every function-call scope. */
+void als__rec_close(struct als__rec **pr);
+/* Ends *sp if it is not NULL: the cleanup of a guard over a scope that
+ * library code closes itself on return (pool tasks), for unwinding. */
+void als__scope_unwind(struct als__scope **sp);
+/* Declares the record of a function-call scope, closed however the
+ * function is left (return, exception, thread exit). */
+#define ALS__REC struct als__rec *__attribute__((cleanup(als__rec_close)))
 
 /* Registers the thread-exit cleanup of this thread's context state. */
 void als__thread_hook(void);

@@ -382,6 +382,12 @@ static void kept_close(struct worker *w)
     als__frame_release(f);
 }
 
+static void kept_unwind(struct worker **w)
+{
+    if (*w)
+        kept_close(*w);
+}
+
 /* Publishes what this worker deferred: the kept scope's frame and the
  * deferred frame references first (so destroy callbacks have run before
  * the tasks count as done, and a drain that returns has seen them), then
@@ -487,7 +493,10 @@ static void task_run(struct worker *w, struct task *t)
         drop_held(w);
     struct als__scope s;
     als__scope_open_frame(&s, t->frame, true, ALS__ID_LAZY, t->trigger_id);
+    /* Ends the scope if the task unwinds (pthread_exit, cancellation). */
+    struct als__scope *unwind __attribute__((cleanup(als__scope_unwind))) = &s;
     int rc = task_call(w, t);
+    unwind = NULL;
     uint64_t id = als__tls.exec_id; /* the task's id, if it was assigned */
     als__scope_end(&s);
     if (ALS__UNLIKELY(rc != 0))
@@ -528,7 +537,10 @@ static void task_run_top(struct worker *w, struct task *t)
         als__scope_open_frame(&w->ks, t->frame, true, ALS__ID_LAZY, t->trigger_id);
         w->kept = als__frame_retain(t->frame);
     }
+    /* Closes the kept scope if the task unwinds (pthread_exit...). */
+    struct worker *unwind __attribute__((cleanup(kept_unwind))) = w;
     int rc = task_call(w, t);
+    unwind = NULL;
     uint64_t id = als__tls.exec_id;
     if (ALS__UNLIKELY(!kept_clean(w)))
         kept_close(w); /* restores the worker's context exactly */
@@ -566,7 +578,9 @@ static void task_inline(struct worker *w, als_task_fn fn, void *arg)
      * drawing it here would put a shared counter on every inline run. */
     struct als__scope s;
     als__scope_open_task(&s, ALS__ID_LAZY, ALS__ID_PARENT);
+    struct als__scope *unwind __attribute__((cleanup(als__scope_unwind))) = &s;
     int rc = fn(arg);
+    unwind = NULL;
     uint64_t id = als__tls.exec_id;
     als__scope_end_task(&s);
     if (ALS__UNLIKELY(rc != 0)) {
@@ -916,6 +930,7 @@ int als_submit(als_pool_t *pool, als_task_fn fn, void *arg)
 {
     if (!pool || !fn)
         return ALS_EINVAL;
+    als__jump_check(ALS__NSP()); /* captures: see "Non-local exits" */
     if (submit_inline(pool, fn, arg))
         return 0;
     struct als__spec sp = { .fn = fn, .arg = arg };
@@ -926,6 +941,7 @@ int als_submit_task(als_pool_t *pool, const als_task *task)
 {
     if (!pool || !task || !task->fn)
         return ALS_EINVAL;
+    als__jump_check(ALS__NSP());
     if (!(task->flags & ALS_TASK_DETACHED) && submit_inline(pool, task->fn, task->arg))
         return 0;
     struct als__spec sp = {
@@ -938,6 +954,7 @@ int als_submit_after(als_pool_t *pool, uint64_t delay_ns, als_task_fn fn, void *
 {
     if (!pool || !fn)
         return ALS_EINVAL;
+    als__jump_check(ALS__NSP());
     struct als__spec sp = { .fn = fn, .arg = arg, .delay_ns = delay_ns };
     return als__submit(pool, &sp);
 }

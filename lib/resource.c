@@ -96,6 +96,7 @@ als_resource_t *als_resource_new(const char *type)
     als_resource_t *r = als__malloc(sizeof *r + len);
     if (!r)
         return NULL;
+    als__jump_check(ALS__NSP());
     r->frame = als__capture();
     if (!r->frame) {
         als__free(r);
@@ -136,17 +137,18 @@ void *als_resource_run_in_scope(als_resource_t *res, als_fn fn, void *arg)
 {
     if (!res || !fn)
         return NULL;
-    struct als__scope s;
-    als__scope_open_frame(&s, res->frame, true, res->async_id, res->trigger_id);
-    void *result = fn(arg);
-    als__scope_end(&s);
-    return result;
+    struct als__rec fallback;
+    ALS__REC r = als__rec_open_frame(&fallback, ALS__NSP(), res->frame, true, res->async_id,
+                                     res->trigger_id);
+    (void)r;
+    return fn(arg);
 }
 
 int als_resource_enter(als_scope_t *scope, als_resource_t *res)
 {
     if (!scope || !res)
         return ALS_EINVAL;
+    als__jump_check(ALS__NSP());
     als__scope_enter((struct als__scope *)(void *)scope, res->frame, true,
                      res->async_id, res->trigger_id);
     return 0;

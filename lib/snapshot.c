@@ -147,6 +147,10 @@ static bool frame_live(const struct als_snapshot *f)
 
 struct als_snapshot *als__capture(void)
 {
+    /* Captures made for the caller from library code (submits, resources,
+     * threads) see a jump out of a record opened at or below this frame;
+     * the public capture functions check from their own, higher frame. */
+    als__jump_check(ALS__NSP());
     uint64_t gen = atomic_load_explicit(&als__disable_gen, memory_order_acquire);
     if (ALS__UNLIKELY(gen != seen_disable_gen))
         drop_caches(gen);
@@ -185,6 +189,7 @@ struct als_snapshot *als__capture(void)
 
 als_snapshot_t *als_snapshot(void)
 {
+    als__jump_check(ALS__NSP());
     return als__capture();
 }
 
@@ -203,17 +208,17 @@ void *als_snapshot_run(als_snapshot_t *snap, als_fn fn, void *arg)
 {
     if (!snap || !fn)
         return NULL;
-    struct als__scope s;
-    als__scope_open_frame(&s, snap, false, 0, 0);
-    void *result = fn(arg);
-    als__scope_end(&s);
-    return result;
+    struct als__rec fallback;
+    ALS__REC r = als__rec_open_frame(&fallback, ALS__NSP(), snap, false, 0, 0);
+    (void)r;
+    return fn(arg); /* the cleanup restores the caller's context */
 }
 
 int als_scope_enter(als_scope_t *scope, als_snapshot_t *snap)
 {
     if (!scope || !snap)
         return ALS_EINVAL;
+    als__jump_check(ALS__NSP());
     als__scope_enter((struct als__scope *)(void *)scope, snap, false, 0, 0);
     return 0;
 }
@@ -242,6 +247,7 @@ int als_scope_leave(als_scope_t *scope)
 {
     if (!scope)
         return ALS_EINVAL;
+    als__jump_check(ALS__NSP());
     return als__scope_close((struct als__scope *)(void *)scope);
 }
 
@@ -268,6 +274,7 @@ als_bound_t *als_bind(als_fn fn)
 {
     if (!fn)
         return NULL;
+    als__jump_check(ALS__NSP());
     struct als_snapshot *f = als__capture();
     if (!f)
         return NULL;
@@ -281,12 +288,11 @@ void *als_bound_call(const als_bound_t *bound, void *arg)
 {
     if (!bound)
         return NULL;
-    struct als__scope s;
-    als__scope_open_frame(&s, bound->frame, bound->ids, bound->exec_id,
-                          bound->trigger_id);
-    void *result = bound->fn(arg);
-    als__scope_end(&s);
-    return result;
+    struct als__rec fallback;
+    ALS__REC r = als__rec_open_frame(&fallback, ALS__NSP(), bound->frame, bound->ids, bound->exec_id,
+                                     bound->trigger_id);
+    (void)r;
+    return bound->fn(arg);
 }
 
 void als_bound_free(als_bound_t *bound)

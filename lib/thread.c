@@ -10,18 +10,29 @@ struct start {
     uint64_t exec_id, trigger_id;
 };
 
+/* The thread's outermost scope and the frame it entered. */
+struct outer {
+    struct als__scope s;
+    struct als_snapshot *frame;
+};
+
+/* Ends the outermost scope however fn is left: a return, or pthread_exit
+ * or a cancellation unwinding (an exception that escapes fn finds no
+ * handler and terminates the process before any cleanup runs). */
+static void outer_end(struct outer *o)
+{
+    als__scope_end(&o->s);
+    als__frame_release(o->frame);
+}
+
 static void *thread_main(void *p)
 {
     struct start st = *(struct start *)p;
     als__free(p);
-    /* The thread's outermost scope: what fn binds at its top level ends
-     * here, with the thread. */
-    struct als__scope s;
-    als__scope_open_frame(&s, st.frame, true, st.exec_id, st.trigger_id);
-    void *result = st.fn(st.arg);
-    als__scope_end(&s);
-    als__frame_release(st.frame);
-    return result;
+    /* What fn binds at its top level ends here, with the thread. */
+    struct outer o __attribute__((cleanup(outer_end))) = { .frame = st.frame };
+    als__scope_open_frame(&o.s, st.frame, true, st.exec_id, st.trigger_id);
+    return st.fn(st.arg);
 }
 
 int als_thread_create(pthread_t *thread, const pthread_attr_t *attr,
@@ -32,6 +43,7 @@ int als_thread_create(pthread_t *thread, const pthread_attr_t *attr,
     struct start *st = als__malloc(sizeof *st);
     if (!st)
         return ALS_ENOMEM;
+    als__jump_check(ALS__NSP());
     st->frame = als__capture();
     if (!st->frame) {
         als__free(st);

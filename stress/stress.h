@@ -12,10 +12,16 @@
 #define STRESS_H
 
 #include <pthread.h>
+#ifndef __cplusplus /* C++ programs (unwind.cpp) use <atomic> */
 #include <stdatomic.h>
+#endif
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 struct stress_config {
     const char *name;      /* the program's name, for messages */
@@ -123,5 +129,9 @@ void waitcount_done(struct waitcount *w);
 /* Waits until the count is at most `n`. */
 void waitcount_wait(struct waitcount *w, long n);
 long waitcount_get(struct waitcount *w);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
