@@ -13,6 +13,7 @@
  * to continuations iteratively: a chain of a million thens cannot overflow
  * the stack. */
 #include "pool.h"
+#include "tsan.h"
 
 #include <assert.h>
 
@@ -67,6 +68,7 @@ void als_future_release(als_future_t *f)
 /* Settles f and returns its continuations, oldest first. */
 static struct cont *settle(als_future_t *f, uint32_t state, void *result)
 {
+    als__hb_release(&f->result); /* to wait and to a later then */
     f->result = result;
     atomic_store_explicit(&f->state, state, memory_order_seq_cst);
     /* acq_rel: continuations linked before are ours to run; a then() that
@@ -200,6 +202,7 @@ int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t *
         }
     }
     /* f has completed already: the continuation still runs asynchronously. */
+    als__hb_acquire(&f->result);
     c->next = NULL;
     if (atomic_load_explicit(&f->state, memory_order_acquire) == CANCELLED) {
         cancel_all(c);
@@ -227,6 +230,7 @@ int als_future_wait(als_future_t *f, int64_t timeout_ns, void **result)
         return ALS_EINVAL;
     if (als__wait(settled, f, &f->seq, &f->waiting, als__deadline(timeout_ns)))
         return ALS_ETIMEDOUT;
+    als__hb_acquire(&f->result);
     if (atomic_load_explicit(&f->state, memory_order_acquire) == CANCELLED)
         return ALS_ECANCELED;
     if (result)

@@ -1,6 +1,7 @@
 /* AsyncResource and async ids: identities for rebuilding the causal tree
  * of work across threads (which scope caused which). */
 #include "internal.h"
+#include "tsan.h"
 
 #include <string.h>
 
@@ -106,6 +107,7 @@ als_resource_t *als_resource_new(const char *type)
      * which must come before the id of what the task creates. */
     r->trigger_id = als_execution_async_id();
     r->async_id = als__async_id_next();
+    als__hb_release(r); /* to als_resource_run_in_scope on any thread */
     return r;
 }
 
@@ -136,6 +138,7 @@ void *als_resource_run_in_scope(als_resource_t *res, als_fn fn, void *arg)
 {
     if (!res || !fn)
         return NULL;
+    als__hb_acquire(res);
     struct als__scope s;
     als__scope_open_frame(&s, res->frame, true, res->async_id, res->trigger_id);
     void *result = fn(arg);
