@@ -15,7 +15,6 @@
 #include <sched.h>
 #include <stdlib.h>
 
-
 int als__queue_init(struct als__queue *q, unsigned size)
 {
     q->buf = als__calloc(size, sizeof *q->buf);

@@ -119,7 +119,7 @@ static void logger(als_pool_t *pool)
     CHECK(atomic_load(&logged) == 2 * ROUNDS * 4);
 }
 
-/* ---- fan-out: futures, a continuation, a group, drain ------------------- */
+/* ---- fan-out: futures, a continuation, a group, drain, shutdown --------- */
 
 struct part {
     int in[8];
@@ -190,6 +190,14 @@ static void fanout(als_pool_t *pool)
         CHECK(als_submit(pool, fill_slot, &slots[i]) == 0);
     }
     CHECK(als_pool_drain(pool) == 0);
+    for (int i = 0; i < ROUNDS; i++)
+        CHECK(slots[i] == 7);
+
+    for (int i = 0; i < ROUNDS; i++) {
+        slots[i] = 0;
+        CHECK(als_submit(pool, fill_slot, &slots[i]) == 0);
+    }
+    CHECK(als_pool_shutdown(pool, ALS_SHUTDOWN_DRAIN) == 0);
     for (int i = 0; i < ROUNDS; i++)
         CHECK(slots[i] == 7);
 }
