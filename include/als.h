@@ -17,6 +17,14 @@
  *
  * Threads: all functions are thread-safe. Values are never copied: the
  * store hands back the pointer you bound.
+ *
+ * ThreadSanitizer: a program built with -fsanitize=thread against the
+ * ordinary (uninstrumented) libals is told every ordering the library
+ * provides: a submit before its task, a task before the drain, wait or
+ * continuation that observes its end, a capture (als_snapshot, als_bind,
+ * als_resource_new) before the entries into it, every use of a value before
+ * its destroy callback. No suppressions or options are needed (README,
+ * "Testing your program under ThreadSanitizer").
  */
 #ifndef ALS_H
 #define ALS_H

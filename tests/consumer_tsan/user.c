@@ -385,6 +385,8 @@ static void destroy(als_pool_t *pool)
     pthread_create(&t, NULL, enter_and_submit, pool);
     pthread_join(t, NULL);
     CHECK(als_pool_drain(pool) == 0);
+    /* Every request is gone once the tasks holding it are done. */
+    CHECK(atomic_load(&destroyed) == 2 * ROUNDS + ROUNDS / 4);
 }
 
 int main(int argc, char **argv)
