@@ -74,6 +74,7 @@ static struct cont *settle(als_future_t *f, uint32_t state, void *result)
     /* acq_rel: continuations linked before are ours to run; a then() that
      * sees the mark afterwards sees the result. */
     struct cont *list = atomic_exchange_explicit(&f->conts, CONTS_DONE, memory_order_acq_rel);
+    als__hb_acquire(&f->conts); /* from then: its caller's writes, for c */
     als__wake_waiters(&f->seq, &f->waiting);
     struct cont *fifo = NULL;
     while (list) {
@@ -191,6 +192,7 @@ int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t *
         .trigger_id = als_execution_async_id(),
     };
 
+    als__hb_release(&f->conts); /* to settle, which submits c */
     struct cont *head = atomic_load_explicit(&f->conts, memory_order_acquire);
     while (head != CONTS_DONE) {
         c->next = head;

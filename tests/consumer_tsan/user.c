@@ -137,12 +137,28 @@ static void *sum_part(void *arg)
     return out;
 }
 
+/* A continuation: runs in the context of its als_future_then call, whose
+ * request was written before that call. */
 static void *double_it(void *arg)
 {
     long *v = arg;                  /* the source future's result */
+    struct request *r = als_get(request_store);
+    CHECK(r && r->lines == *v);
     long *out = malloc(sizeof *out);
     *out = 2 * *v;
     return out;
+}
+
+struct then_args {
+    als_future_t *source, **out;
+    als_pool_t *pool;
+};
+
+static void *then_double(void *arg)
+{
+    struct then_args *a = arg;
+    CHECK(als_future_then(a->source, a->pool, double_it, a->out) == 0);
+    return NULL;
 }
 
 static int fill_slot(void *arg)
@@ -160,7 +176,10 @@ static void fanout(als_pool_t *pool)
         for (int k = 0; k < 8; k++)
             parts[i].in[k] = i + k;
         CHECK(als_submit_future(pool, sum_part, &parts[i], &fut[i]) == 0);
-        CHECK(als_future_then(fut[i], pool, double_it, &twice[i]) == 0);
+        struct request *r = request_new(i);
+        r->lines = 8 * i + 28;      /* the sum, for the continuation */
+        struct then_args a = { fut[i], &twice[i], pool };
+        als_run(request_store, r, then_double, &a);
     }
     for (int i = 0; i < ROUNDS; i++) {
         void *res = NULL, *res2 = NULL;
