@@ -57,6 +57,14 @@
  * block of records that the thread keeps until it exits; if that
  * allocation fails the scope still works (its record stays on the stack),
  * but a longjmp out of it is then not supported.
+ *
+ * ThreadSanitizer: a program built with -fsanitize=thread against the
+ * ordinary (uninstrumented) libals is told every ordering the library
+ * provides: a submit before its task, a task before the drain, wait or
+ * continuation that observes its end, a capture (als_snapshot, als_bind,
+ * als_resource_new) before the entries into it, every use of a value before
+ * its destroy callback. No suppressions or options are needed (README,
+ * "Testing your program under ThreadSanitizer").
  */
 #ifndef ALS_H
 #define ALS_H

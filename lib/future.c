@@ -13,6 +13,7 @@
  * to continuations iteratively: a chain of a million thens cannot overflow
  * the stack. */
 #include "pool.h"
+#include "tsan.h"
 
 #include <assert.h>
 
@@ -67,11 +68,13 @@ void als_future_release(als_future_t *f)
 /* Settles f and returns its continuations, oldest first. */
 static struct cont *settle(als_future_t *f, uint32_t state, void *result)
 {
+    als__hb_release(&f->result); /* to wait and to a later then */
     f->result = result;
     atomic_store_explicit(&f->state, state, memory_order_seq_cst);
     /* acq_rel: continuations linked before are ours to run; a then() that
      * sees the mark afterwards sees the result. */
     struct cont *list = atomic_exchange_explicit(&f->conts, CONTS_DONE, memory_order_acq_rel);
+    als__hb_acquire(&f->conts); /* from then: its caller's writes, for c */
     als__wake_waiters(&f->seq, &f->waiting);
     struct cont *fifo = NULL;
     while (list) {
@@ -191,6 +194,7 @@ int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t *
         .trigger_id = als_execution_async_id(),
     };
 
+    als__hb_release(&f->conts); /* to settle, which submits c */
     struct cont *head = atomic_load_explicit(&f->conts, memory_order_acquire);
     while (head != CONTS_DONE) {
         c->next = head;
@@ -202,6 +206,7 @@ int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t *
         }
     }
     /* f has completed already: the continuation still runs asynchronously. */
+    als__hb_acquire(&f->result);
     c->next = NULL;
     if (atomic_load_explicit(&f->state, memory_order_acquire) == CANCELLED) {
         cancel_all(c);
@@ -229,6 +234,7 @@ int als_future_wait(als_future_t *f, int64_t timeout_ns, void **result)
         return ALS_EINVAL;
     if (als__wait(settled, f, &f->seq, &f->waiting, als__deadline(timeout_ns)))
         return ALS_ETIMEDOUT;
+    als__hb_acquire(&f->result);
     if (atomic_load_explicit(&f->state, memory_order_acquire) == CANCELLED)
         return ALS_ECANCELED;
     if (result)

@@ -4,6 +4,7 @@
  * `pending` counts unfinished tasks; `refs` keeps the group alive for its
  * owner and for every pending task, so als_group_free may come first. */
 #include "pool.h"
+#include "tsan.h"
 
 struct als_group {
     _Atomic uint64_t pending;
@@ -43,6 +44,7 @@ void als_group_free(als_group_t *g)
 /* A task of the group ended (ran, failed or was cancelled). */
 void als__group_task_end(als_group_t *g, int rc, bool cancelled)
 {
+    als__hb_release(&g->pending); /* to als_group_wait */
     if (rc) {
         int none = 0;
         atomic_compare_exchange_strong_explicit(&g->first_error, &none, rc,
@@ -86,6 +88,7 @@ int als_group_wait(als_group_t *g, int64_t timeout_ns)
         return ALS_EINVAL;
     if (als__wait(finished, g, &g->seq, &g->waiting, als__deadline(timeout_ns)))
         return ALS_ETIMEDOUT;
+    als__hb_acquire(&g->pending);
     /* The task's own code stays out of the return value: it could be any
      * int, an ALS_E* code included (als_group_first_error gives it). */
     if (atomic_load_explicit(&g->first_error, memory_order_relaxed))

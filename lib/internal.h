@@ -10,6 +10,7 @@
  * resource.c  AsyncResource and async ids
  * thread.c    als_thread_create
  * queue.c     the Concurrency Kit ring, the only file that includes ck
+ * tsan.h      happens-before edges for a user's ThreadSanitizer
  * pool.c      the worker pool
  * alloc.c     allocation (with a fault-injection hook in test builds)
  * error.c     error texts and version

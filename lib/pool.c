@@ -63,6 +63,7 @@
  *   queued, passes the wake-up on.
  */
 #include "pool.h"
+#include "tsan.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -401,6 +402,7 @@ static void worker_flush(struct worker *w)
     drop_held(w);
     if (!w->done_pending)
         return;
+    als__hb_release(&w->pool->drain_seq); /* to als_pool_drain */
     atomic_store_explicit(&w->done,
                           atomic_load_explicit(&w->done, memory_order_relaxed) + w->done_pending,
                           memory_order_seq_cst);
@@ -1161,6 +1163,7 @@ int als_pool_drain(als_pool_t *pool)
             break;
         futex_wait(&pool->drain_seq, seq);
     }
+    als__hb_acquire(&pool->drain_seq);
     atomic_fetch_sub_explicit(&pool->drain_waiters, 1, memory_order_relaxed);
     return 0;
 }

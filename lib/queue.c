@@ -2,26 +2,18 @@
  *
  * ThreadSanitizer cannot see ck's inline-assembly synchronisation, so it
  * would report ck's internal slot accesses as races
- * (../shared/notes/ck-tsan.md). This translation unit is therefore built
- * without TSan instrumentation (lib/CMakeLists.txt), which hides exactly
- * ck's internals, and every item gets its own happens-before edge through
- * __tsan_release/__tsan_acquire. All code outside this file, including
+ * (../shared/notes/ck-tsan.md). In tsan builds this translation unit is
+ * therefore built without TSan instrumentation (lib/CMakeLists.txt), which
+ * hides exactly ck's internals, and every item gets its own happens-before
+ * edge (lib/tsan.h): the same edge that tells a user's TSan about tasks
+ * submitted to a release libals. All code outside this file, including
  * every task and all of libals's own state, stays fully checked. */
 #include "queue.h"
 #include "internal.h"
+#include "tsan.h"
 
 #include <sched.h>
 #include <stdlib.h>
-
-#ifdef ALS_TSAN_ANNOTATE
-void __tsan_acquire(void *addr);
-void __tsan_release(void *addr);
-#define RELEASE(p) __tsan_release(p)
-#define ACQUIRE(p) __tsan_acquire(p)
-#else
-#define RELEASE(p) ((void)0)
-#define ACQUIRE(p) ((void)0)
-#endif
 
 int als__queue_init(struct als__queue *q, unsigned size)
 {
@@ -50,7 +42,7 @@ bool als__queue_push(struct als__queue *q, void *item)
     ck_ring_buffer_t *slot = ck_ring_enqueue_reserve_mpmc(&q->ring, q->buf, &ticket);
     if (!slot)
         return false;
-    RELEASE(item);
+    als__hb_release(item);
     ck_pr_store_ptr(&slot->value, item);
     for (unsigned spins = 0; ck_pr_load_uint(&q->ring.p_tail) != ticket; spins++) {
         if (spins < 64)
@@ -70,7 +62,7 @@ void *als__queue_pop(struct als__queue *q)
     void *item;
     if (!ck_ring_dequeue_mpmc(&q->ring, q->buf, &item))
         return NULL;
-    ACQUIRE(item);
+    als__hb_acquire(item);
     return item;
 }
 
@@ -96,7 +88,7 @@ unsigned als__queue_pop_many(struct als__queue *q, void **items, unsigned max)
         ck_pr_fence_store_atomic();
     } while (!ck_pr_cas_uint_value(&ring->c_head, consumer, consumer + n, &consumer));
     for (unsigned i = 0; i < n; i++)
-        ACQUIRE(items[i]);
+        als__hb_acquire(items[i]);
     return n;
 }
 

@@ -1,6 +1,7 @@
 /* AsyncResource and async ids: identities for rebuilding the causal tree
  * of work across threads (which scope caused which). */
 #include "internal.h"
+#include "tsan.h"
 
 #include <string.h>
 
@@ -107,6 +108,7 @@ als_resource_t *als_resource_new(const char *type)
      * which must come before the id of what the task creates. */
     r->trigger_id = als_execution_async_id();
     r->async_id = als__async_id_next();
+    als__hb_release(r); /* to als_resource_run_in_scope on any thread */
     return r;
 }
 
@@ -137,6 +139,7 @@ void *als_resource_run_in_scope(als_resource_t *res, als_fn fn, void *arg)
 {
     if (!res || !fn)
         return NULL;
+    als__hb_acquire(res);
     struct als__rec fallback;
     ALS__REC r = als__rec_open_frame(&fallback, ALS__NSP(), res->frame, true, res->async_id,
                                      res->trigger_id);
@@ -148,6 +151,7 @@ int als_resource_enter(als_scope_t *scope, als_resource_t *res)
 {
     if (!scope || !res)
         return ALS_EINVAL;
+    als__hb_acquire(res);
     als__jump_check(ALS__NSP());
     als__scope_enter((struct als__scope *)(void *)scope, res->frame, true,
                      res->async_id, res->trigger_id);

@@ -5,6 +5,7 @@
  * after capture, so any number of threads may enter it at once without
  * synchronisation beyond the reference counts. */
 #include "internal.h"
+#include "tsan.h"
 
 #include <assert.h>
 
@@ -22,8 +23,10 @@ void als__binding_release(struct als__binding *b)
     /* acq_rel: the last releaser must see every other holder's accesses
      * before destroying (the usual reference-count pairing; a fence would
      * do on the acquire side, but TSan does not model fences). */
+    als__hb_release(&b->refs);
     if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
         return;
+    als__hb_acquire(&b->refs);
     void *value = b->value;
     void (*destroy)(void *) = b->destroy;
     als__free(b); /* a promoted binding, or an entry whose binding is first */
@@ -48,8 +51,10 @@ void als__frame_release_n(struct als_snapshot *f, uint32_t n)
 {
     if (f == &als__empty_frame)
         return;
+    als__hb_release(&f->n); /* not f: that is the capture edge (tsan.h) */
     if (atomic_fetch_sub_explicit(&f->refs, n, memory_order_acq_rel) != n)
         return;
+    als__hb_acquire(&f->n);
     for (uint32_t i = 0; i < f->n; i++)
         if (f->slots[i])
             als__binding_release(f->slots[i]);
@@ -190,7 +195,9 @@ struct als_snapshot *als__capture(void)
 als_snapshot_t *als_snapshot(void)
 {
     als__jump_check(ALS__NSP());
-    return als__capture();
+    struct als_snapshot *f = als__capture();
+    als__hb_release_frame(f);
+    return f;
 }
 
 als_snapshot_t *als_snapshot_retain(als_snapshot_t *snap)
@@ -208,6 +215,7 @@ void *als_snapshot_run(als_snapshot_t *snap, als_fn fn, void *arg)
 {
     if (!snap || !fn)
         return NULL;
+    als__hb_acquire_frame(snap);
     struct als__rec fallback;
     ALS__REC r = als__rec_open_frame(&fallback, ALS__NSP(), snap, false, 0, 0);
     (void)r;
@@ -218,6 +226,7 @@ int als_scope_enter(als_scope_t *scope, als_snapshot_t *snap)
 {
     if (!scope || !snap)
         return ALS_EINVAL;
+    als__hb_acquire_frame(snap);
     als__jump_check(ALS__NSP());
     als__scope_enter((struct als__scope *)(void *)scope, snap, false, 0, 0);
     return 0;
@@ -267,6 +276,7 @@ als_bound_t *als__bound_new(als_fn fn, struct als_snapshot *frame, bool ids,
     if (!b)
         return NULL;
     *b = (als_bound_t){ fn, frame, ids, exec_id, trigger_id };
+    als__hb_release(b); /* to als_bound_call on any thread */
     return b;
 }
 
@@ -288,6 +298,7 @@ void *als_bound_call(const als_bound_t *bound, void *arg)
 {
     if (!bound)
         return NULL;
+    als__hb_acquire(bound);
     struct als__rec fallback;
     ALS__REC r = als__rec_open_frame(&fallback, ALS__NSP(), bound->frame, bound->ids, bound->exec_id,
                                      bound->trigger_id);
