@@ -68,6 +68,16 @@ extern "C" {
 #define ALS_TRACESTATE_MAX 512
 /** The `sampled` bit of trace-flags. */
 #define ALS_TRACE_FLAG_SAMPLED 0x01u
+/** The `random-trace-id` bit of trace-flags (Trace Context Level 2): kept
+ *  from an incoming `traceparent` and passed on with the same trace id. */
+#define ALS_TRACE_FLAG_RANDOM 0x02u
+/** The flags this library knows; the others are reserved and sent as zero. */
+#define ALS_TRACE_FLAGS_KNOWN (ALS_TRACE_FLAG_SAMPLED | ALS_TRACE_FLAG_RANDOM)
+/** Most `tracestate` list-members (Level 2). */
+#define ALS_TRACESTATE_MEMBERS_MAX 32
+/** Longest `tracestate` key and value, in characters. */
+#define ALS_TRACESTATE_KEY_MAX 256
+#define ALS_TRACESTATE_VALUE_MAX 256
 
 /** One position in a distributed trace: which trace, which span (the
  *  current operation), which span caused it, and what to pass along.
@@ -153,15 +163,50 @@ ALS_API int als_trace_parse(const char *s, als_trace_ctx *out);
  *  case @p buf, if it has room, holds "". */
 ALS_API int als_trace_format(const als_trace_ctx *ctx, char *buf, size_t size);
 
-/** Copies @p tracestate into ctx->tracestate, opaque (members are not
- *  parsed), minus surrounding spaces and tabs. If it is longer than
- *  ALS_TRACESTATE_MAX it is cut by whole comma-separated entries as the
- *  spec recommends: entries longer than 128 characters go first, then
- *  entries from the end. A NULL or empty @p tracestate gives "". Returns
- *  0; ALS_EINVAL for a NULL @p ctx, or for a value with a character
- *  outside printable ASCII and tab (ctx->tracestate becomes "": the header
- *  is dropped rather than forwarded). */
+/* ---- tracestate (W3C Trace Context Level 2, § Tracestate Header) --------------
+ * ctx->tracestate holds the list in a canonical form: the list-members,
+ * each byte-exact as received minus the optional whitespace around it,
+ * joined by single commas, empty members gone. So it can be sent as it is,
+ * and the functions below read and edit it in place. */
+
+/** Parses one `tracestate` field value (NUL-terminated; NULL or "" is an
+ *  empty list) into ctx->tracestate, replacing what was there. The whole
+ *  value is rejected (ctx->tracestate becomes "", ALS_EINVAL) when a
+ *  list-member is malformed: a key that is not `(lcalpha / DIGIT)
+ *  0*255(lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@")` (this covers
+ *  simple and multi-tenant `tenant@system` keys), a value that is empty,
+ *  longer than 256 characters, or holds a character outside 0x20-0x7e or a
+ *  comma or `=`; or when there are more than 32 list-members. A key that
+ *  repeats is kept once, at its first place (the spec lets a vendor drop
+ *  duplicates). Spaces and tabs around members are dropped; a value's
+ *  leading spaces are kept. If the result is longer than
+ *  ALS_TRACESTATE_MAX, whole members are removed: those over 128
+ *  characters first, right to left, then from the right. @p tracestate may
+ *  point into ctx->tracestate. Returns 0; ALS_EINVAL as above or for a
+ *  NULL @p ctx. Repeated `tracestate` header fields are combined by
+ *  als_propagator_extract. */
 ALS_API int als_trace_set_state(als_trace_ctx *ctx, const char *tracestate);
+
+/** Copies the value of list-member @p key of ctx->tracestate and a NUL
+ *  into @p buf of @p size bytes. Returns the value's length (>= 1), 0 when
+ *  the key is absent (@p buf holds ""), ALS_EINVAL for a NULL argument, a
+ *  @p size too small for the value (buf holds "") or a ctx->tracestate that
+ *  is not a valid list. */
+ALS_API int als_trace_state_get(const als_trace_ctx *ctx, const char *key, char *buf,
+                                size_t size);
+
+/** The mutation a vendor makes to `tracestate` (Level 2): sets
+ *  @p key to @p value and moves the member to the left end; the other
+ *  members keep their order. If that makes 33 members, the right-most is
+ *  removed; if the list grows beyond ALS_TRACESTATE_MAX, it is cut as in
+ *  als_trace_set_state (the new member, at the left, goes last). Returns 0,
+ *  or ALS_EINVAL (nothing changed) for a NULL argument, a key or value the
+ *  grammar above rejects, or an invalid ctx->tracestate. */
+ALS_API int als_trace_state_put(als_trace_ctx *ctx, const char *key, const char *value);
+
+/** Removes list-member @p key. Returns 1 if it was there, 0 if not,
+ *  ALS_EINVAL for a NULL argument or an invalid ctx->tracestate. */
+ALS_API int als_trace_state_remove(als_trace_ctx *ctx, const char *key);
 
 /** The receiving side of a call: from the incoming `traceparent` (NULL if
  *  the request had none) and `tracestate` (NULL if none) makes the context

@@ -286,9 +286,10 @@ int als_trace_parse_n(const char *s, size_t len, als_trace_ctx *out)
         memcpy(out->trace_id, trace_id, sizeof trace_id);
         memcpy(out->span_id, parent_id, sizeof parent_id);
         memset(out->parent_id, 0, sizeof out->parent_id);
-        /* Of a higher version's flags we know only the sampled bit; we
-         * re-emit as version 00, whose other bits must be zero. */
-        out->flags = version == 0 ? flags : (uint8_t)(flags & ALS_TRACE_FLAG_SAMPLED);
+        /* We know the sampled and random-trace-id bits; the others are
+         * reserved, and Level 2 says to send them as zero, for
+         * version 00 as for the higher versions we re-emit as 00. */
+        out->flags = (uint8_t)(flags & ALS_TRACE_FLAGS_KNOWN);
         out->tracestate[0] = '\0';
     }
     return 0;
@@ -313,7 +314,8 @@ static void format_tp(const als_trace_ctx *ctx, char *b)
     b[35] = '-';
     hex_put(b + 36, ctx->span_id, ALS_SPAN_ID_SIZE);
     b[52] = '-';
-    hex_put(b + 53, &ctx->flags, 1);
+    uint8_t flags = ctx->flags & ALS_TRACE_FLAGS_KNOWN; /* reserved bits go out as 0 */
+    hex_put(b + 53, &flags, 1);
 }
 
 int als_trace_format(const als_trace_ctx *ctx, char *buf, size_t size)
@@ -339,65 +341,7 @@ static bool state_char_ok(unsigned char c)
     return c == '\t' || (c >= 0x20 && c <= 0x7e);
 }
 
-/* The spec's truncation: entries above 128 characters go first, then
- * entries from the end, until the rest fits. Members stay opaque: we only
- * split on commas and drop the optional whitespace around them. */
-#define STATE_ENTRY_MAX 128
-
-static void state_truncate(char *dst, const char *s, size_t len)
-{
-    size_t out = 0;
-    size_t i = 0;
-    while (i < len) {
-        size_t b = i;
-        while (i < len && s[i] != ',')
-            i++;
-        size_t e = i;
-        i++; /* past the comma (or the end) */
-        while (b < e && ows(s[b]))
-            b++;
-        while (e > b && ows(s[e - 1]))
-            e--;
-        size_t n = e - b;
-        if (n == 0 || n > STATE_ENTRY_MAX)
-            continue;
-        size_t need = n + (out > 0);
-        if (out + need > ALS_TRACESTATE_MAX)
-            break;
-        if (out > 0)
-            dst[out++] = ',';
-        memcpy(dst + out, s + b, n);
-        out += n;
-    }
-    dst[out] = '\0';
-}
-
-int als_trace_set_state(als_trace_ctx *ctx, const char *tracestate)
-{
-    if (!ctx)
-        return ALS_EINVAL;
-    ctx->tracestate[0] = '\0';
-    if (!tracestate)
-        return 0;
-    const char *s = tracestate;
-    size_t len = strlen(s);
-    while (len > 0 && ows(s[0])) {
-        s++;
-        len--;
-    }
-    while (len > 0 && ows(s[len - 1]))
-        len--;
-    for (size_t i = 0; i < len; i++)
-        if (!state_char_ok((unsigned char)s[i]))
-            return ALS_EINVAL;
-    if (len <= ALS_TRACESTATE_MAX) {
-        memcpy(ctx->tracestate, s, len);
-        ctx->tracestate[len] = '\0';
-    } else {
-        state_truncate(ctx->tracestate, s, len);
-    }
-    return 0;
-}
+/* Parsing, combining and editing the list: tracestate.c. */
 
 /* ---- extract / inject ------------------------------------------------- */
 
