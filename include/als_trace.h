@@ -272,6 +272,119 @@ ALS_API int als_trace_run_span(als_fn fn, void *arg, void **result,
  *  (nothing changed). */
 ALS_API int als_trace_enter(const als_trace_ctx *ctx);
 
+/* ---- baggage (W3C Baggage, https://www.w3.org/TR/baggage/) -------------
+ * Application key/value pairs that travel with a request: an immutable,
+ * reference-counted list (als_baggage) bound in a store of its own beside
+ * the trace context, so it flows into nested calls, snapshots, threads and
+ * pool tasks exactly as the trace does. Changing it in a scope binds a new
+ * list there (copy-on-write): the caller's and its siblings' lists never
+ * change. */
+
+/** Most list-members and bytes of a `baggage` header that this library
+ *  keeps and sends (the spec's minimums: § Limits). */
+#define ALS_BAGGAGE_MEMBERS_MAX 64
+#define ALS_BAGGAGE_BYTES_MAX 8192
+
+/** An immutable baggage list. NULL is the empty list everywhere. */
+typedef struct als_baggage als_baggage;
+
+/** One list-member, as als_baggage_entry gives it. Every pointer is into
+ *  the list and NUL-terminated, valid while the list is. */
+typedef struct als_baggage_entry {
+    const char *key;          /**< an RFC 7230 token */
+    const char *value;        /**< decoded (percent-decoding undone): any bytes */
+    size_t value_len;         /**< may hold NULs: use this, not strlen */
+    /** The member's properties as received, e.g. `k1=v1;k2` (no leading
+     *  `;`), "" if none. Opaque: kept and sent byte-exact. */
+    const char *properties;
+} als_baggage_entry;
+
+/** Parses one `baggage` field value of @p len bytes into a new list in
+ *  @p *out (NULL when nothing valid was found). Each list-member is
+ *  `key OWS "=" OWS value *(OWS ";" OWS property)`: a member whose key is
+ *  not a token, whose value holds a character outside baggage-octet or a
+ *  `%` not followed by two hex digits, or whose properties break the
+ *  grammar is dropped, the others kept in order (duplicates too). Values
+ *  are percent-decoded; decoded bytes that are not UTF-8 become U+FFFD.
+ *  At most ALS_BAGGAGE_MEMBERS_MAX members and ALS_BAGGAGE_BYTES_MAX
+ *  bytes of them (counted as received, with separating commas) are kept:
+ *  parsing stops at the member that would cross either. @p prev, if not
+ *  NULL, is a list to append to (repeated `baggage` fields combine in
+ *  order; the limits count them together); it is not changed. Returns the
+ *  number of members in @p *out, ALS_EINVAL (NULL @p out, or NULL @p s
+ *  with @p len > 0) or ALS_ENOMEM (*out NULL). */
+ALS_API int als_baggage_parse(const als_baggage *prev, const char *s, size_t len,
+                              als_baggage **out);
+
+/** Writes @p b as a `baggage` field value and a NUL into @p buf of @p size
+ *  bytes: `key=value;properties` joined by `,`, values percent-encoded
+ *  (every byte outside baggage-octet, and `%`, as %XX). Whole members
+ *  only: a member that would take the value past ALS_BAGGAGE_BYTES_MAX, or
+ *  past the 64th, is left out. Returns the length (0 for an empty list),
+ *  or ALS_EINVAL (NULL @p buf or a @p size below ALS_BAGGAGE_BYTES_MAX + 1
+ *  when the value would not fit; @p buf then holds "" if it has room). */
+ALS_API int als_baggage_format(const als_baggage *b, char *buf, size_t size);
+
+/** Number of members of @p b (0 for NULL). */
+ALS_API size_t als_baggage_count(const als_baggage *b);
+
+/** Member @p i of @p b into @p out. Returns 0, or ALS_EINVAL (NULL
+ *  argument, @p i out of range). */
+ALS_API int als_baggage_entry_at(const als_baggage *b, size_t i, als_baggage_entry *out);
+
+/** The value of the first member named @p key in @p b, or NULL; its length
+ *  into @p *len when @p len is not NULL. */
+ALS_API const char *als_baggage_find(const als_baggage *b, const char *key, size_t *len);
+
+/** A new list: @p b with every member named @p key removed and
+ *  `key=value;properties` appended (@p value of @p value_len bytes, any
+ *  bytes; @p properties NULL or "" for none, otherwise a `;`-separated
+ *  list of `key` or `key=value` properties whose values are baggage-octets).
+ *  @p b is not changed. Returns 0 and the list in @p *out, ALS_EINVAL
+ *  (NULL @p out or @p key, @p key not a token, bad @p properties, or the
+ *  list would exceed ALS_BAGGAGE_MEMBERS_MAX) or ALS_ENOMEM. */
+ALS_API int als_baggage_with(const als_baggage *b, const char *key, const char *value,
+                             size_t value_len, const char *properties, als_baggage **out);
+
+/** A new list: @p b without the members named @p key (NULL if none is
+ *  left). Returns 0, ALS_EINVAL (NULL @p out or @p key) or ALS_ENOMEM. */
+ALS_API int als_baggage_without(const als_baggage *b, const char *key, als_baggage **out);
+
+/** Takes a reference to @p b (returned; NULL gives NULL). */
+ALS_API als_baggage *als_baggage_retain(const als_baggage *b);
+
+/** Drops a reference; the last one frees the list. NULL: no-op. */
+ALS_API void als_baggage_release(als_baggage *b);
+
+/** The store holding the current baggage (created on first use, lives
+ *  until exit; see als_trace_store). NULL only for lack of memory. */
+ALS_API als_t *als_baggage_store(void);
+
+/** The current baggage, or NULL for none. Borrowed like als_trace_get. */
+ALS_API const als_baggage *als_baggage_current(void);
+
+/** The value of @p key in the current baggage, or NULL (als_baggage_find). */
+ALS_API const char *als_baggage_get(const char *key, size_t *len);
+
+/** Sets @p key (NUL-terminated @p value) in the current baggage for the
+ *  rest of the current scope (als_baggage_with, then als_enter_with):
+ *  enclosing scopes and other tasks keep theirs. Returns 0, ALS_EINVAL or
+ *  ALS_ENOMEM (nothing changed). */
+ALS_API int als_baggage_set(const char *key, const char *value, const char *properties);
+
+/** Removes @p key from the current baggage for the rest of the current
+ *  scope. Returns 0, ALS_EINVAL or ALS_ENOMEM (nothing changed). */
+ALS_API int als_baggage_remove(const char *key);
+
+/** Runs fn(arg) with @p b (NULL: no baggage) as the current baggage, like
+ *  als_trace_run: 0 when fn ran (its result in @p *result if not NULL),
+ *  ALS_EINVAL (NULL @p fn) or ALS_ENOMEM. */
+ALS_API int als_baggage_run(const als_baggage *b, als_fn fn, void *arg, void **result);
+
+/** Makes @p b the current baggage for the rest of the current scope.
+ *  Returns 0 or ALS_ENOMEM (nothing changed). */
+ALS_API int als_baggage_enter(const als_baggage *b);
+
 /* ---- logging ----------------------------------------------------------- */
 
 /** Longest log line, newline included; longer lines are cut and end in

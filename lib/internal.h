@@ -315,5 +315,8 @@ void als__ts_init(struct als__ts *l);
 void als__ts_add(struct als__ts *l, const char *s, size_t len);
 /* Writes the canonical, truncated list to out (0), or "" (ALS_EINVAL). */
 int als__ts_finish(const struct als__ts *l, char *out);
+/* als_run of a value the store owns (handed over whatever happens):
+ * 0 when fn ran, its result in *result; ALS_ENOMEM when it could not. */
+int als__run_owned(als_t *store, void *owned, als_fn fn, void *arg, void **result);
 
 #endif /* ALS_INTERNAL_H */

@@ -473,9 +473,8 @@ static void *tramp_call(void *p)
 
 /* Binds `owned` (handed over to the store whatever happens) around fn.
  * als_run reports "did not run" only through NULL, which fn may return
- * too: the trampoline tells the cases apart. */
-static int run_owned(als_t *store, als_trace_ctx *owned, als_fn fn, void *arg,
-                     void **result)
+ * too: the trampoline tells the cases apart. Baggage uses it too. */
+int als__run_owned(als_t *store, void *owned, als_fn fn, void *arg, void **result)
 {
     struct tramp t = {fn, arg, NULL, false};
     als_run(store, owned, tramp_call, &t);
@@ -496,7 +495,7 @@ int als_trace_run(const als_trace_ctx *ctx, als_fn fn, void *arg, void **result)
     als_trace_ctx *c = ctx_dup(ctx);
     if (!c)
         return ALS_ENOMEM;
-    return run_owned(store, c, fn, arg, result);
+    return als__run_owned(store, c, fn, arg, result);
 }
 
 int als_trace_run_span(als_fn fn, void *arg, void **result, als_trace_ctx *span)
@@ -520,7 +519,7 @@ int als_trace_run_span(als_fn fn, void *arg, void **result, als_trace_ctx *span)
         *span = *dst;
     if (!c)
         return ALS_ENOMEM;
-    return run_owned(store, c, fn, arg, result);
+    return als__run_owned(store, c, fn, arg, result);
 }
 
 int als_trace_enter(const als_trace_ctx *ctx)
