@@ -385,6 +385,68 @@ ALS_API int als_baggage_run(const als_baggage *b, als_fn fn, void *arg, void **r
  *  Returns 0 or ALS_ENOMEM (nothing changed). */
 ALS_API int als_baggage_enter(const als_baggage *b);
 
+/* ---- propagation through any carrier ------------------------------------
+ * OpenTelemetry's TextMapPropagator for W3C Trace Context and Baggage in one
+ * call each way: the caller adapts its header collection (HTTP headers, a
+ * message's properties...) with a getter or a setter callback. */
+
+/** Getter: the @p index-th (0-based, in the order received) value of the
+ *  field named @p name, with its length in @p *len; NULL when there is no
+ *  such one. @p name is given in lower case; a carrier whose names have
+ *  any case must compare case-insensitively (als_headers_get does). The
+ *  value need not be NUL-terminated and must stay valid during the
+ *  extract call. */
+typedef const char *(*als_getter_fn)(void *carrier, const char *name, size_t index,
+                                     size_t *len);
+
+/** Setter: adds field @p name (lower case) with the NUL-terminated
+ *  @p value, valid only during the call (copy it). Returns 0, or a negative
+ *  error that aborts the inject call. */
+typedef int (*als_setter_fn)(void *carrier, const char *name, const char *value);
+
+/** A ready-made carrier: an array of name/value pairs ending with a NULL
+ *  name (e.g. collected from an HTTP library), read by als_headers_get. */
+typedef struct als_header {
+    const char *name;
+    const char *value;
+} als_header;
+
+/** An als_getter_fn over a `const als_header[]` (@p carrier): names compare
+ *  ASCII case-insensitively, repeated fields come in array order. */
+ALS_API const char *als_headers_get(void *carrier, const char *name, size_t index,
+                                    size_t *len);
+
+/** The receiving side, from any carrier: reads `traceparent`, `tracestate`
+ *  and `baggage` through @p get.
+ *
+ *  - One valid `traceparent` continues that trace (as als_trace_extract:
+ *    same trace id and flags, parent_id = the caller's span, a new span
+ *    id) and returns 1; `tracestate` fields are combined in order (RFC
+ *    9110 § Field Order) and parsed as als_trace_set_state; an invalid list
+ *    is dropped, the trace kept.
+ *  - None, an invalid one, or more than one `traceparent` field starts a
+ *    new trace (als_trace_new_root) and drops `tracestate`; returns 0.
+ *  - If @p baggage is not NULL it receives the combined `baggage` fields
+ *    (als_baggage_parse; NULL if none), whatever traceparent was; the
+ *    caller owns it (als_baggage_release).
+ *  ALS_EINVAL for a NULL @p get or @p out; ALS_ENOMEM if the baggage could
+ *  not be allocated (@p out is still filled, *baggage is NULL). */
+ALS_API int als_propagator_extract(als_getter_fn get, void *carrier, als_trace_ctx *out,
+                                   als_baggage **baggage);
+
+/** The calling side, into any carrier: sets `traceparent` (and
+ *  `tracestate` when not empty) from @p ctx, and `baggage` from @p bag
+ *  when it formats to something. A NULL or invalid @p ctx sets no trace
+ *  fields. Returns the number of fields set, or ALS_EINVAL (NULL @p set),
+ *  or the setter's error. */
+ALS_API int als_propagator_inject_ctx(const als_trace_ctx *ctx, const als_baggage *bag,
+                                      als_setter_fn set, void *carrier);
+
+/** als_propagator_inject_ctx with the current trace context and baggage,
+ *  from a child span when calling out of a span is what you want: run the
+ *  call in als_trace_run_span. */
+ALS_API int als_propagator_inject(als_setter_fn set, void *carrier);
+
 /* ---- logging ----------------------------------------------------------- */
 
 /** Longest log line, newline included; longer lines are cut and end in

@@ -348,22 +348,10 @@ static bool state_char_ok(unsigned char c)
 int als_trace_extract(const char *traceparent, const char *tracestate,
                       als_trace_ctx *out)
 {
-    if (!out)
-        return ALS_EINVAL;
-    als_trace_ctx remote;
-    if (traceparent && als_trace_parse(traceparent, &remote) == 0) {
-        memcpy(out->trace_id, remote.trace_id, sizeof out->trace_id);
-        memcpy(out->parent_id, remote.span_id, sizeof out->parent_id);
-        als_trace_random_span_id(out->span_id);
-        out->flags = remote.flags;
-        /* A bad tracestate is dropped; it must not affect traceparent. */
-        (void)als_trace_set_state(out, tracestate);
-        return 1;
-    }
-    /* Missing or invalid: restart the trace. The spec forbids parsing
-     * tracestate when traceparent failed, so it is dropped too. */
-    als_trace_new_root(out);
-    return 0;
+    /* A carrier of two fields (a NULL value is no field): propagator.c. */
+    const als_header h[] = {{"traceparent", traceparent}, {"tracestate", tracestate},
+                            {NULL, NULL}};
+    return als_propagator_extract(als_headers_get, (void *)h, out, NULL);
 }
 
 int als_trace_inject(char *buf, size_t size)
