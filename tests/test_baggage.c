@@ -207,6 +207,7 @@ static void with_without(void **state)
     assert_string_equal(fmt(b), "b=2,a=9;p=1;q");
     assert_int_equal(als_baggage_without(b, "b", &c), 0);
     assert_string_equal(fmt(c), "a=9;p=1;q");
+    als_baggage_release(b);
     assert_int_equal(als_baggage_with(a, "bad key", "9", 1, NULL, &b), ALS_EINVAL);
     assert_null(b);
     assert_int_equal(als_baggage_with(a, "k", "9", 1, "p q", &b), ALS_EINVAL);
