@@ -46,45 +46,6 @@
 #define SHARED_DEF(s) ((void *)(uintptr_t)(0xd000u + (unsigned)(s)))
 #define PRIV_DEF(t) ((void *)(uintptr_t)(0xe000u + (unsigned)(t)))
 
-bool fuzz_api_count_only;
-static _Atomic uint64_t failures, observations, programs;
-
-uint64_t fuzz_api_failures(void)
-{
-    return atomic_load(&failures);
-}
-
-uint64_t fuzz_api_observations(void)
-{
-    return atomic_load(&observations);
-}
-
-uint64_t fuzz_api_programs(void)
-{
-    return atomic_load(&programs);
-}
-
-static bool observe(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static bool observe(bool ok, const char *fmt, ...)
-{
-    atomic_fetch_add_explicit(&observations, 1, memory_order_relaxed);
-    if (ok)
-        return true;
-    uint64_t n = atomic_fetch_add(&failures, 1);
-    if (n < 20 || !fuzz_api_count_only) {
-        va_list ap;
-        va_start(ap, fmt);
-        fprintf(stderr, "fuzz_api: MISMATCH: ");
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-        va_end(ap);
-    }
-    if (!fuzz_api_count_only)
-        abort();
-    return false;
-}
-
 /* ---- the run of one input ------------------------------------------------------------ */
 
 /* What a context holds, as the model knows it: private resolved (its value
@@ -160,12 +121,12 @@ static void check_ctx(const struct input *in, const struct fthread *th, void *co
 {
     for (int s = 0; s < NSHARED; s++) {
         void *v = als_get(in->shared[s]);
-        observe(v == val[s], "%s (thread %d): store %d = %p, want %p", where, th->index, s, v,
+        fuzz_observe(v == val[s], "%s (thread %d): store %d = %p, want %p", where, th->index, s, v,
                 val[s]);
     }
     if (th) {
         void *v = als_get(th->priv);
-        observe(v == priv, "%s (thread %d): private = %p, want %p", where, th->index, v, priv);
+        fuzz_observe(v == priv, "%s (thread %d): private = %p, want %p", where, th->index, v, priv);
     }
 }
 
@@ -173,7 +134,7 @@ static void check_model(const struct fthread *th, const struct fm *m, bool ids, 
 {
     check_ctx(th->in, th, m->val, priv_expect(th, m), where);
     if (ids)
-        observe(als_execution_async_id() == m->exec && als_trigger_async_id() == m->trigger,
+        fuzz_observe(als_execution_async_id() == m->exec && als_trigger_async_id() == m->trigger,
                 "%s (thread %d): ids %" PRIu64 "/%" PRIu64 ", want %" PRIu64 "/%" PRIu64,
                 where, th->index, als_execution_async_id(), als_trigger_async_id(), m->exec,
                 m->trigger);
@@ -225,7 +186,7 @@ static void task_check(const struct ftask *t, const char *where, bool cont)
     uint64_t want = t->detached ? 0 : t->trigger;
     if (cont)
         want = trig == t->src_exec ? t->src_exec : t->then_exec;
-    observe(trig == want && exec > 1 && exec > trig,
+    fuzz_observe(trig == want && exec > 1 && exec > trig,
             "%s (thread %d): ids exec %" PRIu64 " trigger %" PRIu64 ", want trigger %" PRIu64,
             where, th->index, exec, trig, want);
 }
@@ -240,7 +201,7 @@ static void task_done(struct ftask *t)
 static int run_task(struct ftask *t, const char *where)
 {
     task_check(t, where, false);
-    observe(atomic_fetch_add(&t->ran, 1) == 0, "task ran twice");
+    fuzz_observe(atomic_fetch_add(&t->ran, 1) == 0, "task ran twice");
     atomic_fetch_add(&t->th->in->fn_runs, 1);
     if (t->depth > 0) {
         /* A task of the task: same values, triggered by this task. */
@@ -259,7 +220,7 @@ static int run_task(struct ftask *t, const char *where)
         else
             task_done(c);
         /* During a DRAIN shutdown a task may still submit; CANCEL refuses. */
-        observe(rc == 0 || rc == ALS_ESHUTDOWN || rc == ALS_EFULL, "nested submit: %s",
+        fuzz_observe(rc == 0 || rc == ALS_ESHUTDOWN || rc == ALS_EFULL, "nested submit: %s",
                 als_strerror(rc));
     }
     return 0;
@@ -277,7 +238,7 @@ static void cancel_fn(void *arg)
 {
     struct ftask *t = arg;
     task_check(t, "cancel callback", false);
-    observe(atomic_fetch_add(&t->cancelled, 1) == 0, "cancel ran twice");
+    fuzz_observe(atomic_fetch_add(&t->cancelled, 1) == 0, "cancel ran twice");
     atomic_fetch_add(&t->th->in->cancels, 1);
     task_done(t);
 }
@@ -337,7 +298,7 @@ static void *thread_fn(void *arg)
 {
     struct level *l = arg;
     check_model(l->th, &l->m, false, "als_thread_create thread");
-    observe(als_trigger_async_id() == l->m.exec && als_execution_async_id() > l->m.exec,
+    fuzz_observe(als_trigger_async_id() == l->m.exec && als_execution_async_id() > l->m.exec,
             "thread ids");
     return arg;
 }
@@ -386,7 +347,7 @@ static void submit(struct fthread *th, const struct fm *m, int depth, bool detac
         atomic_fetch_add(&in->accepted, 1);
     else
         task_done(t);
-    observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT), "submit: %s",
+    fuzz_observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT), "submit: %s",
             als_strerror(rc));
 }
 
@@ -411,7 +372,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         } else {
             l.m.val[s] = v;
         }
-        observe(als_run(store, v, level_fn, &l) == &l, "als_run result");
+        fuzz_observe(als_run(store, v, level_fn, &l) == &l, "als_run result");
         break;
     }
     case OP_EXIT:
@@ -419,12 +380,12 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
             l.m.pbound = false;
         else
             l.m.val[s] = SHARED_DEF(s);
-        observe(als_exit(store, level_fn, &l) == &l, "als_exit result");
+        fuzz_observe(als_exit(store, level_fn, &l) == &l, "als_exit result");
         break;
     case OP_ENTER: {
         void *v = new_value(th);
         int rc = als_enter_with(store, v);
-        if (observe(rc == 0, "als_enter_with: %s", als_strerror(rc))) {
+        if (fuzz_observe(rc == 0, "als_enter_with: %s", als_strerror(rc))) {
             if (s == NSHARED) {
                 m->pval = v;
                 m->pbound = true;
@@ -441,7 +402,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         reg_clear(r);
         r->snap = als_snapshot();
         r->m = *m;
-        observe(r->snap != NULL, "als_snapshot");
+        fuzz_observe(r->snap != NULL, "als_snapshot");
         break;
     case OP_SNAPRUN:
     case OP_SCOPE:
@@ -452,13 +413,13 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         l.m.trigger = m->trigger;
         if (op == OP_SNAPRUN) {
             r->entered++;
-            observe(als_snapshot_run(r->snap, level_fn, &l) == &l, "als_snapshot_run result");
+            fuzz_observe(als_snapshot_run(r->snap, level_fn, &l) == &l, "als_snapshot_run result");
             r->entered--;
         } else {
             als_scope_t sc;
-            if (observe(als_scope_enter(&sc, r->snap) == 0, "als_scope_enter")) {
+            if (fuzz_observe(als_scope_enter(&sc, r->snap) == 0, "als_scope_enter")) {
                 level_fn(&l);
-                observe(als_scope_leave(&sc) == 0, "als_scope_leave");
+                fuzz_observe(als_scope_leave(&sc) == 0, "als_scope_leave");
             }
         }
         break;
@@ -471,7 +432,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         reg_clear(b);
         b->bound = als_bind(bound_fn);
         b->m = *m;
-        observe(b->bound != NULL, "als_bind");
+        fuzz_observe(b->bound != NULL, "als_bind");
         break;
     }
     case OP_CALL: {
@@ -479,19 +440,19 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         if (!b->bound)
             break;
         l.m = b->m;
-        observe(als_bound_call(b->bound, &l) == &l, "als_bound_call result");
+        fuzz_observe(als_bound_call(b->bound, &l) == &l, "als_bound_call result");
         break;
     }
     case OP_RESOURCE: {
         als_resource_t *res = als_resource_new("fuzz");
-        if (!observe(res != NULL, "als_resource_new"))
+        if (!fuzz_observe(res != NULL, "als_resource_new"))
             break;
-        observe(als_resource_trigger_async_id(res) == m->exec &&
+        fuzz_observe(als_resource_trigger_async_id(res) == m->exec &&
                     als_resource_async_id(res) > m->exec,
                 "resource ids");
         l.m.exec = als_resource_async_id(res);
         l.m.trigger = m->exec;
-        observe(als_resource_run_in_scope(res, level_fn, &l) == &l, "run_in_scope result");
+        fuzz_observe(als_resource_run_in_scope(res, level_fn, &l) == &l, "run_in_scope result");
         als_resource_free(res);
         break;
     }
@@ -512,7 +473,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         als_future_t *f = NULL, *g = NULL;
         outstanding_add(th, 1);
         int rc = als_submit_future(in->pool, future_fn, t, &f);
-        if (!observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT),
+        if (!fuzz_observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT),
                      "als_submit_future: %s", als_strerror(rc)) ||
             rc) {
             task_done(t);
@@ -527,14 +488,14 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
             /* On a completed future, then submits at once, and a full
              * REJECT pool answers ALS_EFULL (beyond the codes als.h lists
              * for als_future_then: reported, accepted here). */
-            if (!observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT),
+            if (!fuzz_observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT),
                          "als_future_then: %s", als_strerror(rc)) ||
                 rc)
                 task_done(t);
         }
         void *res = NULL;
         rc = als_future_wait(f, -1, &res);
-        observe(rc == 0 && res == t, "als_future_wait: %s", als_strerror(rc));
+        fuzz_observe(rc == 0 && res == t, "als_future_wait: %s", als_strerror(rc));
         if (g) {
             /* Waited for always: a cancelled continuation never runs, so
              * only here do we learn it is done. */
@@ -543,7 +504,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
                 task_done(t);
             /* With REJECT, the continuation's submit may be refused: then
              * it is cancelled. */
-            observe((rc == 0 && res == t) ||
+            fuzz_observe((rc == 0 && res == t) ||
                         (rc == ALS_ECANCELED && in->policy == ALS_FULL_REJECT),
                     "continuation wait: %s", als_strerror(rc));
         }
@@ -553,7 +514,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
     }
     case OP_GROUP: {
         als_group_t *g = als_group_new();
-        if (!observe(g != NULL, "als_group_new"))
+        if (!fuzz_observe(g != NULL, "als_group_new"))
             break;
         for (int i = 0; i <= x % 4; i++) {
             struct ftask *t = task_new(th, m);
@@ -563,10 +524,10 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
                 atomic_fetch_add(&in->accepted, 1);
             else
                 task_done(t);
-            observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT),
+            fuzz_observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT),
                     "als_group_submit: %s", als_strerror(rc));
         }
-        observe(als_group_wait(g, -1) == 0, "als_group_wait");
+        fuzz_observe(als_group_wait(g, -1) == 0, "als_group_wait");
         als_group_free(g);
         break;
     }
@@ -595,7 +556,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
                 free(got);
                 break;
             }
-            observe(als_snapshot_run(got->snap, bound_fn, &g) == &g, "handoff snapshot_run");
+            fuzz_observe(als_snapshot_run(got->snap, bound_fn, &g) == &g, "handoff snapshot_run");
             als_snapshot_release(got->snap);
             free(got);
         }
@@ -604,12 +565,12 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
     case OP_THREAD: {
         pthread_t t;
         int rc = als_thread_create(&t, NULL, thread_fn, &l);
-        if (observe(rc == 0, "als_thread_create: %s", als_strerror(rc)))
+        if (fuzz_observe(rc == 0, "als_thread_create: %s", als_strerror(rc)))
             pthread_join(t, NULL);
         break;
     }
     case OP_DRAIN:
-        observe(als_pool_drain(in->pool) == 0, "als_pool_drain");
+        fuzz_observe(als_pool_drain(in->pool) == 0, "als_pool_drain");
         break;
     default:
         check_model(th, m, true, "get");
@@ -651,7 +612,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    atomic_fetch_add(&programs, 1);
+    fuzz_program_started();
     static struct input in; /* one input at a time */
     memset(&in, 0, sizeof in);
     uint8_t h = data[0];
@@ -697,28 +658,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* Tasks may still be queued or delayed: the shutdown runs or cancels
      * them, and every accepted one must be accounted for. */
-    observe(als_pool_shutdown(in.pool, in.how) == 0, "als_pool_shutdown");
+    fuzz_observe(als_pool_shutdown(in.pool, in.how) == 0, "als_pool_shutdown");
     als_pool_stats st;
     als_pool_stats_get(in.pool, &st);
     uint64_t accepted = atomic_load(&in.accepted), fn_runs = atomic_load(&in.fn_runs),
              cancels = atomic_load(&in.cancels), conts = atomic_load(&in.conts);
-    observe(st.submitted == st.completed + st.failed + st.cancelled,
+    fuzz_observe(st.submitted == st.completed + st.failed + st.cancelled,
             "stats: submitted %" PRIu64 " != completed %" PRIu64 " + cancelled %" PRIu64,
             st.submitted, st.completed, st.cancelled);
-    observe(st.submitted >= accepted && st.completed == fn_runs + conts,
+    fuzz_observe(st.submitted >= accepted && st.completed == fn_runs + conts,
             "stats: submitted %" PRIu64 " completed %" PRIu64 "; accepted %" PRIu64
             " ran %" PRIu64 " + %" PRIu64 " continuations",
             st.submitted, st.completed, accepted, fn_runs, conts);
-    observe(st.cancelled >= cancels, "stats: cancelled %" PRIu64 ", cancel callbacks %" PRIu64,
+    fuzz_observe(st.cancelled >= cancels, "stats: cancelled %" PRIu64 ", cancel callbacks %" PRIu64,
             st.cancelled, cancels);
-    observe(in.how == ALS_SHUTDOWN_CANCEL || st.cancelled == 0,
+    fuzz_observe(in.how == ALS_SHUTDOWN_CANCEL || st.cancelled == 0,
             "a DRAIN shutdown cancelled tasks");
     for (struct ftask *tk = atomic_load(&in.tasks); tk; tk = tk->next)
-        observe(atomic_load(&tk->ran) + atomic_load(&tk->cancelled) <= 1, "task ran twice");
+        fuzz_observe(atomic_load(&tk->ran) + atomic_load(&tk->cancelled) <= 1, "task ran twice");
     /* After a DRAIN everything ran (a CANCEL drops tasks without cancel
      * callbacks silently, by design). */
     for (int i = 0; i < in.nthreads && in.how == ALS_SHUTDOWN_DRAIN; i++)
-        observe(in.th[i].outstanding == 0, "thread %d: %ld tasks never ran", i,
+        fuzz_observe(in.th[i].outstanding == 0, "thread %d: %ld tasks never ran", i,
                 in.th[i].outstanding);
 
     als_pool_free(in.pool);
