@@ -5,9 +5,16 @@
  * threads, logs with the trace id, and calls downstream with a child
  * `traceparent`. This module gives it everything for that:
  *
- *  - parsing, validating and formatting `traceparent` (W3C Trace Context
- *    level 1, https://www.w3.org/TR/trace-context-1/), with `tracestate`
- *    passed through as an opaque, length-limited string;
+ *  - parsing, validating and formatting `traceparent` and `tracestate`
+ *    (W3C Trace Context Level 2, https://www.w3.org/TR/trace-context-2/):
+ *    list-members validated, combined over repeated fields, truncated by
+ *    whole members, and the vendor mutations;
+ *  - W3C Baggage (https://www.w3.org/TR/baggage/): immutable lists, and the
+ *    current baggage beside the current trace context;
+ *  - a propagator in OpenTelemetry's manner: extract from and inject into
+ *    any header collection through getter/setter callbacks, all three
+ *    headers in one call (checked against OpenTelemetry JS by
+ *    examples/trace_server/interop);
  *  - fast random trace and span ids (per-thread generator, no lock);
  *  - a ready-made store holding the *current trace context*: run a function
  *    inside a context, start child spans, read the context anywhere below;
@@ -64,7 +71,7 @@ extern "C" {
  *  large" in the spec's words and is rejected. */
 #define ALS_TRACEPARENT_MAX 512
 /** Longest `tracestate` kept, in characters (the spec asks to propagate at
- *  least 512). Longer ones are cut by whole entries; see als_trace_set_state. */
+ *  least 512). Longer ones are cut by whole members; see als_trace_set_state. */
 #define ALS_TRACESTATE_MAX 512
 /** The `sampled` bit of trace-flags. */
 #define ALS_TRACE_FLAG_SAMPLED 0x01u
@@ -92,9 +99,9 @@ typedef struct als_trace_ctx {
      *  and for what als_trace_parse returns. Not sent on the wire. */
     uint8_t parent_id[ALS_SPAN_ID_SIZE];
     uint8_t flags;                         /**< trace-flags (ALS_TRACE_FLAG_*) */
-    /** The incoming `tracestate`, opaque, NUL-terminated, "" if none.
-     *  Always printable ASCII (0x20-0x7e and tab): safe to log and to send
-     *  back as a header. */
+    /** The `tracestate` list, NUL-terminated, "" if none: its members
+     *  byte-exact, joined by commas (als_trace_set_state). Always printable
+     *  ASCII: safe to log and to send as a header. */
     char tracestate[ALS_TRACESTATE_MAX + 1];
 } als_trace_ctx;
 
@@ -138,7 +145,7 @@ ALS_API int als_trace_child(const als_trace_ctx *parent, als_trace_ctx *out);
  *  - a higher version (01..fe), by the spec's forward-compatibility rule:
  *    at least 55 characters, the same first four fields, then either the
  *    end or `-` followed by fields we do not interpret (they must be
- *    visible ASCII, 0x21-0x7e); only the sampled bit of its flags is kept;
+ *    visible ASCII, 0x21-0x7e);
  *  - rejected: version ff, hex that is not lower case, all-zero trace-id or
  *    parent-id, a field of the wrong length, any other character, and
  *    values longer than ALS_TRACEPARENT_MAX.
@@ -146,7 +153,8 @@ ALS_API int als_trace_child(const als_trace_ctx *parent, als_trace_ctx *out);
  *  ignored.
  *
  *  On success @p out gets trace_id, span_id = the header's parent-id (the
- *  caller's span), parent_id = 0, flags, tracestate "" and the call returns
+ *  caller's span), parent_id = 0, flags (the known bits,
+ *  ALS_TRACE_FLAGS_KNOWN: the others are reserved), tracestate "" and the call returns
  *  0. Otherwise it returns ALS_EINVAL and, if @p out is not NULL, zeroes it
  *  (an invalid context): invalid input never yields a usable context.
  *  A NULL @p s is invalid whatever @p len. */
@@ -156,7 +164,8 @@ ALS_API int als_trace_parse_n(const char *s, size_t len, als_trace_ctx *out);
 ALS_API int als_trace_parse(const char *s, als_trace_ctx *out);
 
 /** Formats @p ctx as a version-00 `traceparent`:
- *  `00-<trace_id>-<span_id>-<flags>` (55 characters and a NUL) into @p buf
+ *  `00-<trace_id>-<span_id>-<flags>` (55 characters and a NUL; the reserved
+ *  flag bits are written as 0) into @p buf
  *  of @p size bytes. The span id goes out as the parent-id: the receiver's
  *  parent is our span. Returns ALS_TRACEPARENT_LEN, or ALS_EINVAL (NULL
  *  argument, @p size < ALS_TRACEPARENT_SIZE, or an invalid @p ctx), in which
@@ -210,7 +219,8 @@ ALS_API int als_trace_state_remove(als_trace_ctx *ctx, const char *key);
 
 /** The receiving side of a call: from the incoming `traceparent` (NULL if
  *  the request had none) and `tracestate` (NULL if none) makes the context
- *  of the span that serves the request.
+ *  of the span that serves the request. A wrapper over
+ *  als_propagator_extract, which also takes repeated fields and baggage.
  *
  *  - A valid @p traceparent continues that trace: same trace id and flags,
  *    parent_id = the header's parent-id, a new random span id, and
