@@ -331,8 +331,9 @@ ALS_API int als_baggage_parse(const als_baggage *prev, const char *s, size_t len
  *  (every byte outside baggage-octet, and `%`, as %XX). Whole members
  *  only: a member that would take the value past ALS_BAGGAGE_BYTES_MAX, or
  *  past the 64th, is left out. Returns the length (0 for an empty list),
- *  or ALS_EINVAL (NULL @p buf or a @p size below ALS_BAGGAGE_BYTES_MAX + 1
- *  when the value would not fit; @p buf then holds "" if it has room). */
+ *  or ALS_EINVAL for a NULL @p buf or a @p size too small for the value
+ *  (@p buf then holds "" if @p size > 0). ALS_BAGGAGE_BYTES_MAX + 1 bytes
+ *  always suffice. */
 ALS_API int als_baggage_format(const als_baggage *b, char *buf, size_t size);
 
 /** Number of members of @p b (0 for NULL). */
