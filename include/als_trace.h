@@ -82,8 +82,9 @@ extern "C" {
 #define ALS_TRACE_FLAGS_KNOWN (ALS_TRACE_FLAG_SAMPLED | ALS_TRACE_FLAG_RANDOM)
 /** Most `tracestate` list-members (Level 2). */
 #define ALS_TRACESTATE_MEMBERS_MAX 32
-/** Longest `tracestate` key and value, in characters. */
+/** Longest `tracestate` key, in characters. */
 #define ALS_TRACESTATE_KEY_MAX 256
+/** Longest `tracestate` value, in characters. */
 #define ALS_TRACESTATE_VALUE_MAX 256
 
 /** One position in a distributed trace: which trace, which span (the
@@ -290,9 +291,10 @@ ALS_API int als_trace_enter(const als_trace_ctx *ctx);
  * list there (copy-on-write): the caller's and its siblings' lists never
  * change. */
 
-/** Most list-members and bytes of a `baggage` header that this library
- *  keeps and sends (the spec's minimums: § Limits). */
+/** Most list-members of a `baggage` header that this library keeps and
+ *  sends (the spec's minimum: § Limits). */
 #define ALS_BAGGAGE_MEMBERS_MAX 64
+/** Most bytes of a `baggage` header kept and sent (§ Limits). */
 #define ALS_BAGGAGE_BYTES_MAX 8192
 
 /** An immutable baggage list. NULL is the empty list everywhere. */
@@ -418,8 +420,8 @@ typedef int (*als_setter_fn)(void *carrier, const char *name, const char *value)
 /** A ready-made carrier: an array of name/value pairs ending with a NULL
  *  name (e.g. collected from an HTTP library), read by als_headers_get. */
 typedef struct als_header {
-    const char *name;
-    const char *value;
+    const char *name;             /**< the field name, any case; NULL ends the array */
+    const char *value;            /**< NUL-terminated; NULL: the pair is skipped */
 } als_header;
 
 /** An als_getter_fn over a `const als_header[]` (@p carrier): names compare
