@@ -294,7 +294,7 @@ static void *call_body(void *p)
     return NULL;
 }
 
-int forward_run(const char *body, size_t len, FILE *out)
+int forward_run(const char *body, size_t len, const char *req_id, FILE *out)
 {
     struct call *calls = malloc(CALLS_MAX * sizeof *calls);   /* 128 KiB */
     int n = calls ? parse(body, body + len, calls) : -1;
@@ -309,7 +309,7 @@ int forward_run(const char *body, size_t len, FILE *out)
         als_trace_run_span(call_body, &j, NULL, &span);
         char sid[ALS_SPAN_ID_HEX + 1];
         als_trace_hex(sid, span.span_id, ALS_SPAN_ID_SIZE);
-        als_trace_log("step=call index=%d status=%ld%s%s", i, j.status,
+        als_trace_log("req=%s step=call index=%d status=%ld%s%s", req_id, i, j.status,
                       j.status ? "" : " error=", j.status ? "" : j.error);
         fprintf(out, "%s{\"span_id\":\"%s\",\"status\":%ld}", i ? "," : "", sid, j.status);
     }
@@ -334,8 +334,9 @@ void forward_cleanup(void)
 {
 }
 
-int forward_run(const char *body, size_t len, FILE *out)
+int forward_run(const char *body, size_t len, const char *req_id, FILE *out)
 {
+    (void)req_id;
     struct call *calls = malloc(CALLS_MAX * sizeof *calls);
     int n = calls ? parse(body, body + len, calls) : -1;
     free(calls);

@@ -24,9 +24,9 @@ void forward_cleanup(void);
 /* Runs the calls of `body` (len bytes) in the current trace context and
  * writes a JSON array of their outcomes to `out`:
  * [{"span_id": <the call's span>, "status": <HTTP status, 0 on failure>}].
- * Returns the number of calls made, or -1 (nothing written) when `body` is
- * not such an array. */
-int forward_run(const char *body, size_t len, FILE *out);
+ * Each call logs a line with `req=<req_id>`. Returns the number of calls
+ * made, or -1 (nothing written) when `body` is not such an array. */
+int forward_run(const char *body, size_t len, const char *req_id, FILE *out);
 
 /* Writes `s` (n bytes) as a JSON string, quotes included. */
 void json_string(FILE *out, const char *s, size_t n);

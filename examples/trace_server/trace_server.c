@@ -397,7 +397,7 @@ static void *handle_forward(void *p)
         fputc('}', out);
     }
     fputs("],\"calls\":", out);
-    int n = forward_available() ? forward_run(rq->body, rq->body_len, out) : -2;
+    int n = forward_available() ? forward_run(rq->body, rq->body_len, rq->id, out) : -2;
     fputs("}\n", out);
     if (fclose(out) != 0) {
         free(body);
