@@ -374,4 +374,25 @@ void als__scope_unwind(struct als__scope **sp);
 /* Registers the thread-exit cleanup of this thread's context state. */
 void als__thread_hook(void);
 
+/* ---- tracestate.c, baggage.c, propagator.c (the wire formats) ---------- */
+/* A `tracestate` list being read: slices of its members, which point into
+ * the fields given to als__ts_add (they must outlive the list). */
+struct als__ts {
+    const char *p[32 + 1];        /* "key=value", byte-exact */
+    size_t len[32 + 1];
+    size_t klen[32 + 1];
+    size_t n;
+    bool bad;                     /* a malformed member or a 33rd one */
+};
+bool als__ts_key_ok(const char *k, size_t n);
+bool als__ts_value_ok(const char *v, size_t n);
+void als__ts_init(struct als__ts *l);
+/* Adds the members of one field value (fields combine in order). */
+void als__ts_add(struct als__ts *l, const char *s, size_t len);
+/* Writes the canonical, truncated list to out (0), or "" (ALS_EINVAL). */
+int als__ts_finish(const struct als__ts *l, char *out);
+/* als_run of a value the store owns (handed over whatever happens):
+ * 0 when fn ran, its result in *result; ALS_ENOMEM when it could not. */
+int als__run_owned(als_t *store, void *owned, als_fn fn, void *arg, void **result);
+
 #endif /* ALS_INTERNAL_H */

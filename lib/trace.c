@@ -286,9 +286,10 @@ int als_trace_parse_n(const char *s, size_t len, als_trace_ctx *out)
         memcpy(out->trace_id, trace_id, sizeof trace_id);
         memcpy(out->span_id, parent_id, sizeof parent_id);
         memset(out->parent_id, 0, sizeof out->parent_id);
-        /* Of a higher version's flags we know only the sampled bit; we
-         * re-emit as version 00, whose other bits must be zero. */
-        out->flags = version == 0 ? flags : (uint8_t)(flags & ALS_TRACE_FLAG_SAMPLED);
+        /* We know the sampled and random-trace-id bits; the others are
+         * reserved, and Level 2 says to send them as zero, for
+         * version 00 as for the higher versions we re-emit as 00. */
+        out->flags = (uint8_t)(flags & ALS_TRACE_FLAGS_KNOWN);
         out->tracestate[0] = '\0';
     }
     return 0;
@@ -313,7 +314,8 @@ static void format_tp(const als_trace_ctx *ctx, char *b)
     b[35] = '-';
     hex_put(b + 36, ctx->span_id, ALS_SPAN_ID_SIZE);
     b[52] = '-';
-    hex_put(b + 53, &ctx->flags, 1);
+    uint8_t flags = ctx->flags & ALS_TRACE_FLAGS_KNOWN; /* reserved bits go out as 0 */
+    hex_put(b + 53, &flags, 1);
 }
 
 int als_trace_format(const als_trace_ctx *ctx, char *buf, size_t size)
@@ -339,97 +341,17 @@ static bool state_char_ok(unsigned char c)
     return c == '\t' || (c >= 0x20 && c <= 0x7e);
 }
 
-/* The spec's truncation: entries above 128 characters go first, then
- * entries from the end, until the rest fits. Members stay opaque: we only
- * split on commas and drop the optional whitespace around them. */
-#define STATE_ENTRY_MAX 128
-
-static void state_truncate(char *dst, const char *s, size_t len)
-{
-    size_t out = 0;
-    size_t i = 0;
-    while (i < len) {
-        size_t b = i;
-        while (i < len && s[i] != ',')
-            i++;
-        size_t e = i;
-        i++; /* past the comma (or the end) */
-        while (b < e && ows(s[b]))
-            b++;
-        while (e > b && ows(s[e - 1]))
-            e--;
-        size_t n = e - b;
-        if (n == 0 || n > STATE_ENTRY_MAX)
-            continue;
-        size_t need = n + (out > 0);
-        if (out + need > ALS_TRACESTATE_MAX)
-            break;
-        if (out > 0)
-            dst[out++] = ',';
-        memcpy(dst + out, s + b, n);
-        out += n;
-    }
-    dst[out] = '\0';
-}
-
-int als_trace_set_state(als_trace_ctx *ctx, const char *tracestate)
-{
-    if (!ctx)
-        return ALS_EINVAL;
-    /* The source may lie in the destination (ctx->tracestate itself):
-     * copy it out before the destination is cleared. */
-    char own[sizeof ctx->tracestate];
-    uintptr_t at = (uintptr_t)tracestate, base = (uintptr_t)ctx->tracestate;
-    if (tracestate && at >= base && at < base + sizeof ctx->tracestate) {
-        size_t n = strnlen(tracestate, base + sizeof own - 1 - at);
-        memcpy(own, tracestate, n);
-        own[n] = '\0';
-        tracestate = own;
-    }
-    ctx->tracestate[0] = '\0';
-    if (!tracestate)
-        return 0;
-    const char *s = tracestate;
-    size_t len = strlen(s);
-    while (len > 0 && ows(s[0])) {
-        s++;
-        len--;
-    }
-    while (len > 0 && ows(s[len - 1]))
-        len--;
-    for (size_t i = 0; i < len; i++)
-        if (!state_char_ok((unsigned char)s[i]))
-            return ALS_EINVAL;
-    if (len <= ALS_TRACESTATE_MAX) {
-        memcpy(ctx->tracestate, s, len);
-        ctx->tracestate[len] = '\0';
-    } else {
-        state_truncate(ctx->tracestate, s, len);
-    }
-    return 0;
-}
+/* Parsing, combining and editing the list: tracestate.c. */
 
 /* ---- extract / inject ------------------------------------------------- */
 
 int als_trace_extract(const char *traceparent, const char *tracestate,
                       als_trace_ctx *out)
 {
-    if (!out)
-        return ALS_EINVAL;
-    als_trace_ctx remote;
-    if (traceparent && als_trace_parse(traceparent, &remote) == 0) {
-        memcpy(out->trace_id, remote.trace_id, sizeof out->trace_id);
-        memcpy(out->parent_id, remote.span_id, sizeof out->parent_id);
-        als_trace_random_span_id(out->span_id);
-        out->flags = remote.flags;
-        /* A bad tracestate is dropped; it must not affect traceparent. */
-        (void)als_trace_set_state(out, tracestate);
-        return 1;
-    }
-    /* Missing or invalid: restart the trace. The spec forbids parsing
-     * tracestate when traceparent failed, so it is dropped too. */
-    als_trace_new_root(out);
-    return 0;
+    /* A carrier of two fields (a NULL value is no field): propagator.c. */
+    const als_header h[] = {{"traceparent", traceparent}, {"tracestate", tracestate},
+                            {NULL, NULL}};
+    return als_propagator_extract(als_headers_get, (void *)h, out, NULL);
 }
 
 int als_trace_inject(char *buf, size_t size)
@@ -539,9 +461,8 @@ static void *tramp_call(void *p)
 
 /* Binds `owned` (handed over to the store whatever happens) around fn.
  * als_run reports "did not run" only through NULL, which fn may return
- * too: the trampoline tells the cases apart. */
-static int run_owned(als_t *store, als_trace_ctx *owned, als_fn fn, void *arg,
-                     void **result)
+ * too: the trampoline tells the cases apart. Baggage uses it too. */
+int als__run_owned(als_t *store, void *owned, als_fn fn, void *arg, void **result)
 {
     struct tramp t = {fn, arg, NULL, false};
     als_run(store, owned, tramp_call, &t);
@@ -562,7 +483,7 @@ int als_trace_run(const als_trace_ctx *ctx, als_fn fn, void *arg, void **result)
     als_trace_ctx *c = ctx_dup(ctx);
     if (!c)
         return ALS_ENOMEM;
-    return run_owned(store, c, fn, arg, result);
+    return als__run_owned(store, c, fn, arg, result);
 }
 
 int als_trace_run_span(als_fn fn, void *arg, void **result, als_trace_ctx *span)
@@ -586,7 +507,7 @@ int als_trace_run_span(als_fn fn, void *arg, void **result, als_trace_ctx *span)
         *span = *dst;
     if (!c)
         return ALS_ENOMEM;
-    return run_owned(store, c, fn, arg, result);
+    return als__run_owned(store, c, fn, arg, result);
 }
 
 int als_trace_enter(const als_trace_ctx *ctx)

@@ -59,45 +59,6 @@
 #define SHARED_DEF(s) ((void *)(uintptr_t)(0xd000u + (unsigned)(s)))
 #define PRIV_DEF(t) ((void *)(uintptr_t)(0xe000u + (unsigned)(t)))
 
-bool fuzz_api_count_only;
-static _Atomic uint64_t failures, observations, programs;
-
-uint64_t fuzz_api_failures(void)
-{
-    return atomic_load(&failures);
-}
-
-uint64_t fuzz_api_observations(void)
-{
-    return atomic_load(&observations);
-}
-
-uint64_t fuzz_api_programs(void)
-{
-    return atomic_load(&programs);
-}
-
-static bool observe(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static bool observe(bool ok, const char *fmt, ...)
-{
-    atomic_fetch_add_explicit(&observations, 1, memory_order_relaxed);
-    if (ok)
-        return true;
-    uint64_t n = atomic_fetch_add(&failures, 1);
-    if (n < 20 || !fuzz_api_count_only) {
-        va_list ap;
-        va_start(ap, fmt);
-        fprintf(stderr, "fuzz_api: MISMATCH: ");
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-        va_end(ap);
-    }
-    if (!fuzz_api_count_only)
-        abort();
-    return false;
-}
-
 /* ---- the run of one input ------------------------------------------------------------ */
 
 /* What a context holds, as the model knows it: private resolved (its value
@@ -187,17 +148,17 @@ static void check_ctx(const struct input *in, const struct fthread *th, void *co
 {
     for (int s = 0; s < NSHARED; s++) {
         void *v = als_get(in->shared[s]);
-        observe(v == val[s], "%s (thread %d): store %d = %p, want %p", where, th->index, s, v,
+        fuzz_observe(v == val[s], "%s (thread %d): store %d = %p, want %p", where, th->index, s, v,
                 val[s]);
         /* Bound values are never the default: bound iff not the default. */
-        observe(als_has(in->shared[s]) == (val[s] != SHARED_DEF(s)),
+        fuzz_observe(als_has(in->shared[s]) == (val[s] != SHARED_DEF(s)),
                 "%s (thread %d): als_has(store %d) = %d", where, th->index, s,
                 als_has(in->shared[s]));
     }
     if (th) {
         void *v = als_get(th->priv);
-        observe(v == priv, "%s (thread %d): private = %p, want %p", where, th->index, v, priv);
-        observe(als_has(th->priv) == (priv != PRIV_DEF(th->index)),
+        fuzz_observe(v == priv, "%s (thread %d): private = %p, want %p", where, th->index, v, priv);
+        fuzz_observe(als_has(th->priv) == (priv != PRIV_DEF(th->index)),
                 "%s (thread %d): als_has(private) = %d", where, th->index, als_has(th->priv));
     }
 }
@@ -206,7 +167,7 @@ static void check_model(const struct fthread *th, const struct fm *m, bool ids, 
 {
     check_ctx(th->in, th, m->val, priv_expect(th, m), where);
     if (ids)
-        observe(als_execution_async_id() == m->exec && als_trigger_async_id() == m->trigger,
+        fuzz_observe(als_execution_async_id() == m->exec && als_trigger_async_id() == m->trigger,
                 "%s (thread %d): ids %" PRIu64 "/%" PRIu64 ", want %" PRIu64 "/%" PRIu64,
                 where, th->index, als_execution_async_id(), als_trigger_async_id(), m->exec,
                 m->trigger);
@@ -258,7 +219,7 @@ static void task_check(const struct ftask *t, const char *where, bool cont)
     uint64_t want = t->detached ? 0 : t->trigger;
     if (cont)
         want = trig == t->src_exec ? t->src_exec : t->then_exec;
-    observe(trig == want && exec > 1 && exec > trig,
+    fuzz_observe(trig == want && exec > 1 && exec > trig,
             "%s (thread %d): ids exec %" PRIu64 " trigger %" PRIu64 ", want trigger %" PRIu64,
             where, th->index, exec, trig, want);
 }
@@ -273,7 +234,7 @@ static void task_done(struct ftask *t)
 static int run_task(struct ftask *t, const char *where)
 {
     task_check(t, where, false);
-    observe(atomic_fetch_add(&t->ran, 1) == 0, "task ran twice");
+    fuzz_observe(atomic_fetch_add(&t->ran, 1) == 0, "task ran twice");
     atomic_fetch_add(&t->th->in->fn_runs, 1);
     /* Tasks of the task: same values, triggered by this task. */
     for (int k = 0; t->depth > 0 && k < t->fan; k++) {
@@ -298,13 +259,13 @@ static int run_task(struct ftask *t, const char *where)
             task_done(c);
         count_answer(in, rc);
         /* During a DRAIN shutdown a task may still submit; CANCEL refuses. */
-        observe(rc == 0 || rc == ALS_ESHUTDOWN ||
+        fuzz_observe(rc == 0 || rc == ALS_ESHUTDOWN ||
                     (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT && k > 0),
                 "nested submit %d: %s", k, als_strerror(rc));
         if (rc == ALS_EFULL && in->workers == 1) {
             als_pool_stats st;
             als_pool_stats_get(in->pool, &st);
-            observe(st.queued >= in->capacity,
+            fuzz_observe(st.queued >= in->capacity,
                     "nested submit refused with %" PRIu64 " queued, capacity %u", st.queued,
                     in->capacity);
         }
@@ -316,8 +277,8 @@ static int task_fn(void *arg)
 {
     struct ftask *t = arg;
     struct input *in = t->th->in;
-    observe(als_pool_current() == in->pool, "a task ran off its pool's workers");
-    observe(!in_submit || in->policy == ALS_FULL_BLOCK, "a REJECT pool ran a task inline");
+    fuzz_observe(als_pool_current() == in->pool, "a task ran off its pool's workers");
+    fuzz_observe(!in_submit || in->policy == ALS_FULL_BLOCK, "a REJECT pool ran a task inline");
     run_task(t, "task");
     task_done(t);
     return 0;
@@ -338,7 +299,7 @@ static void cancel_fn(void *arg)
 {
     struct ftask *t = arg;
     task_check(t, "cancel callback", false);
-    observe(atomic_fetch_add(&t->cancelled, 1) == 0, "cancel ran twice");
+    fuzz_observe(atomic_fetch_add(&t->cancelled, 1) == 0, "cancel ran twice");
     atomic_fetch_add(&t->th->in->cancels, 1);
     task_done(t);
 }
@@ -398,7 +359,7 @@ static void *thread_fn(void *arg)
 {
     struct level *l = arg;
     check_model(l->th, &l->m, false, "als_thread_create thread");
-    observe(als_trigger_async_id() == l->m.exec && als_execution_async_id() > l->m.exec,
+    fuzz_observe(als_trigger_async_id() == l->m.exec && als_execution_async_id() > l->m.exec,
             "thread ids");
     return arg;
 }
@@ -451,7 +412,7 @@ static void submit(struct fthread *th, const struct fm *m, int depth, int fan, b
         atomic_fetch_add(&in->accepted, 1);
     else
         task_done(t);
-    observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT), "submit: %s",
+    fuzz_observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT), "submit: %s",
             als_strerror(rc));
 }
 
@@ -476,7 +437,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         } else {
             l.m.val[s] = v;
         }
-        observe(als_run(store, v, level_fn, &l) == &l, "als_run result");
+        fuzz_observe(als_run(store, v, level_fn, &l) == &l, "als_run result");
         break;
     }
     case OP_EXIT:
@@ -484,12 +445,12 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
             l.m.pbound = false;
         else
             l.m.val[s] = SHARED_DEF(s);
-        observe(als_exit(store, level_fn, &l) == &l, "als_exit result");
+        fuzz_observe(als_exit(store, level_fn, &l) == &l, "als_exit result");
         break;
     case OP_ENTER: {
         void *v = new_value(th);
         int rc = als_enter_with(store, v);
-        if (observe(rc == 0, "als_enter_with: %s", als_strerror(rc))) {
+        if (fuzz_observe(rc == 0, "als_enter_with: %s", als_strerror(rc))) {
             if (s == NSHARED) {
                 m->pval = v;
                 m->pbound = true;
@@ -506,7 +467,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         reg_clear(r);
         r->snap = als_snapshot();
         r->m = *m;
-        observe(r->snap != NULL, "als_snapshot");
+        fuzz_observe(r->snap != NULL, "als_snapshot");
         break;
     case OP_SNAPRUN:
     case OP_SCOPE:
@@ -517,13 +478,13 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         l.m.trigger = m->trigger;
         if (op == OP_SNAPRUN) {
             r->entered++;
-            observe(als_snapshot_run(r->snap, level_fn, &l) == &l, "als_snapshot_run result");
+            fuzz_observe(als_snapshot_run(r->snap, level_fn, &l) == &l, "als_snapshot_run result");
             r->entered--;
         } else {
             als_scope_t sc;
-            if (observe(als_scope_enter(&sc, r->snap) == 0, "als_scope_enter")) {
+            if (fuzz_observe(als_scope_enter(&sc, r->snap) == 0, "als_scope_enter")) {
                 level_fn(&l);
-                observe(als_scope_leave(&sc) == 0, "als_scope_leave");
+                fuzz_observe(als_scope_leave(&sc) == 0, "als_scope_leave");
             }
         }
         break;
@@ -536,7 +497,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         reg_clear(b);
         b->bound = als_bind(bound_fn);
         b->m = *m;
-        observe(b->bound != NULL, "als_bind");
+        fuzz_observe(b->bound != NULL, "als_bind");
         break;
     }
     case OP_CALL: {
@@ -544,20 +505,20 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         if (!b->bound)
             break;
         l.m = b->m;
-        observe(als_bound_call(b->bound, &l) == &l, "als_bound_call result");
+        fuzz_observe(als_bound_call(b->bound, &l) == &l, "als_bound_call result");
         break;
     }
     case OP_RESOURCE: {
         als_resource_t *res = als_resource_new("fuzz");
-        if (!observe(res != NULL, "als_resource_new"))
+        if (!fuzz_observe(res != NULL, "als_resource_new"))
             break;
-        observe(als_resource_trigger_async_id(res) == m->exec &&
+        fuzz_observe(als_resource_trigger_async_id(res) == m->exec &&
                     als_resource_async_id(res) > m->exec,
                 "resource ids");
         l.m.exec = als_resource_async_id(res);
         l.m.trigger = m->exec;
         if (x & 1) {
-            observe(als_resource_run_in_scope(res, level_fn, &l) == &l, "run_in_scope result");
+            fuzz_observe(als_resource_run_in_scope(res, level_fn, &l) == &l, "run_in_scope result");
             als_resource_free(res);
             break;
         }
@@ -565,9 +526,9 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         als_scope_t sc;
         int rc = als_resource_enter(&sc, res);
         als_resource_free(res);
-        if (observe(rc == 0, "als_resource_enter: %s", als_strerror(rc))) {
+        if (fuzz_observe(rc == 0, "als_resource_enter: %s", als_strerror(rc))) {
             level_fn(&l);
-            observe(als_scope_leave(&sc) == 0, "als_scope_leave (resource)");
+            fuzz_observe(als_scope_leave(&sc) == 0, "als_scope_leave (resource)");
         }
         break;
     }
@@ -591,7 +552,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
         outstanding_add(th, 1);
         int rc = als_submit_future(in->pool, future_fn, t, &f);
         count_answer(in, rc);
-        if (!observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT),
+        if (!fuzz_observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT),
                      "als_submit_future: %s", als_strerror(rc)) ||
             rc) {
             task_done(t);
@@ -604,12 +565,12 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
             outstanding_add(th, 1);
             rc = als_future_then(f, in->pool, cont_fn, &g);
             /* Accepted by the call, whatever the policy (als.h). */
-            if (!observe(rc == 0, "als_future_then: %s", als_strerror(rc)))
+            if (!fuzz_observe(rc == 0, "als_future_then: %s", als_strerror(rc)))
                 task_done(t);
         }
         void *res = NULL;
         rc = als_future_wait(f, -1, &res);
-        observe(rc == 0 && res == t, "als_future_wait: %s", als_strerror(rc));
+        fuzz_observe(rc == 0 && res == t, "als_future_wait: %s", als_strerror(rc));
         if (g) {
             /* Waited for always: a cancelled continuation never runs, so
              * only here do we learn it is done. */
@@ -617,7 +578,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
             if (rc == ALS_ECANCELED)
                 task_done(t);
             /* The pool runs until the program ends: never cancelled. */
-            observe(rc == 0 && res == t, "continuation wait: %s", als_strerror(rc));
+            fuzz_observe(rc == 0 && res == t, "continuation wait: %s", als_strerror(rc));
         }
         als_future_release(f);
         als_future_release(g);
@@ -625,7 +586,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
     }
     case OP_GROUP: {
         als_group_t *g = als_group_new();
-        if (!observe(g != NULL, "als_group_new"))
+        if (!fuzz_observe(g != NULL, "als_group_new"))
             break;
         /* Bits 2-3 plan one failing task, with a code that is also an
          * ALS_E* value (ALS_ETIMEDOUT, ALS_ECANCELED) or is not (7). */
@@ -643,13 +604,13 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
             } else {
                 task_done(t);
             }
-            observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT),
+            fuzz_observe(rc == 0 || (rc == ALS_EFULL && in->policy == ALS_FULL_REJECT),
                     "als_group_submit: %s", als_strerror(rc));
         }
         int rc = als_group_wait(g, -1), first = -1;
-        observe(rc == (failed ? ALS_ETASK : 0), "als_group_wait: %s", als_strerror(rc));
+        fuzz_observe(rc == (failed ? ALS_ETASK : 0), "als_group_wait: %s", als_strerror(rc));
         rc = als_group_first_error(g, &first);
-        observe(rc == 0 && first == (failed ? code : 0), "als_group_first_error: %d", first);
+        fuzz_observe(rc == 0 && first == (failed ? code : 0), "als_group_first_error: %d", first);
         als_group_free(g);
         break;
     }
@@ -678,7 +639,7 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
                 free(got);
                 break;
             }
-            observe(als_snapshot_run(got->snap, bound_fn, &g) == &g, "handoff snapshot_run");
+            fuzz_observe(als_snapshot_run(got->snap, bound_fn, &g) == &g, "handoff snapshot_run");
             als_snapshot_release(got->snap);
             free(got);
         }
@@ -687,12 +648,12 @@ static void step(struct fthread *th, struct fm *m, int depth, uint8_t op, uint8_
     case OP_THREAD: {
         pthread_t t;
         int rc = als_thread_create(&t, NULL, thread_fn, &l);
-        if (observe(rc == 0, "als_thread_create: %s", als_strerror(rc)))
+        if (fuzz_observe(rc == 0, "als_thread_create: %s", als_strerror(rc)))
             pthread_join(t, NULL);
         break;
     }
     case OP_DRAIN:
-        observe(als_pool_drain(in->pool) == 0, "als_pool_drain");
+        fuzz_observe(als_pool_drain(in->pool) == 0, "als_pool_drain");
         break;
     default:
         check_model(th, m, true, "get");
@@ -734,7 +695,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    atomic_fetch_add(&programs, 1);
+    fuzz_program_started();
     static struct input in; /* one input at a time */
     memset(&in, 0, sizeof in);
     uint8_t h = data[0];
@@ -782,34 +743,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* Tasks may still be queued or delayed: the shutdown runs or cancels
      * them, and every accepted one must be accounted for. */
-    observe(als_pool_shutdown(in.pool, in.how) == 0, "als_pool_shutdown");
+    fuzz_observe(als_pool_shutdown(in.pool, in.how) == 0, "als_pool_shutdown");
     als_pool_stats st;
     als_pool_stats_get(in.pool, &st);
     uint64_t accepted = atomic_load(&in.accepted), fn_runs = atomic_load(&in.fn_runs),
              cancels = atomic_load(&in.cancels), conts = atomic_load(&in.conts),
              fails = atomic_load(&in.fails);
-    observe(st.submitted == st.completed + st.failed + st.cancelled,
+    fuzz_observe(st.submitted == st.completed + st.failed + st.cancelled,
             "stats: submitted %" PRIu64 " != completed %" PRIu64 " + cancelled %" PRIu64,
             st.submitted, st.completed, st.cancelled);
-    observe(st.submitted >= accepted && st.completed + st.failed == fn_runs + conts &&
+    fuzz_observe(st.submitted >= accepted && st.completed + st.failed == fn_runs + conts &&
                 st.failed == fails,
             "stats: submitted %" PRIu64 " completed %" PRIu64 " failed %" PRIu64
             "; accepted %" PRIu64 " ran %" PRIu64 " + %" PRIu64 " continuations, %" PRIu64
             " failing",
             st.submitted, st.completed, st.failed, accepted, fn_runs, conts, fails);
-    observe(st.rejected == atomic_load(&in.efull),
+    fuzz_observe(st.rejected == atomic_load(&in.efull),
             "stats: rejected %" PRIu64 ", ALS_EFULL answers %" PRIu64, st.rejected,
             atomic_load(&in.efull));
-    observe(st.cancelled >= cancels, "stats: cancelled %" PRIu64 ", cancel callbacks %" PRIu64,
+    fuzz_observe(st.cancelled >= cancels, "stats: cancelled %" PRIu64 ", cancel callbacks %" PRIu64,
             st.cancelled, cancels);
-    observe(in.how == ALS_SHUTDOWN_CANCEL || st.cancelled == 0,
+    fuzz_observe(in.how == ALS_SHUTDOWN_CANCEL || st.cancelled == 0,
             "a DRAIN shutdown cancelled tasks");
     for (struct ftask *tk = atomic_load(&in.tasks); tk; tk = tk->next)
-        observe(atomic_load(&tk->ran) + atomic_load(&tk->cancelled) <= 1, "task ran twice");
+        fuzz_observe(atomic_load(&tk->ran) + atomic_load(&tk->cancelled) <= 1, "task ran twice");
     /* After a DRAIN everything ran (a CANCEL drops tasks without cancel
      * callbacks silently, by design). */
     for (int i = 0; i < in.nthreads && in.how == ALS_SHUTDOWN_DRAIN; i++)
-        observe(in.th[i].outstanding == 0, "thread %d: %ld tasks never ran", i,
+        fuzz_observe(in.th[i].outstanding == 0, "thread %d: %ld tasks never ran", i,
                 in.th[i].outstanding);
 
     als_pool_free(in.pool);

@@ -16,4 +16,10 @@ uint64_t fuzz_api_failures(void);
 uint64_t fuzz_api_observations(void);
 uint64_t fuzz_api_programs(void);
 
+/* The targets' side (fuzz_common.c): counts one input run... */
+void fuzz_program_started(void);
+/* ...and one observation; a failed one is reported (the first 20 when
+ * counting) and, under libFuzzer, aborts. Returns ok. */
+bool fuzz_observe(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #endif

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# stress/run_fuzz.sh: builds the libFuzzer target stress/fuzz_api with clang,
+# stress/run_fuzz.sh: builds the libFuzzer targets stress/fuzz_api (the
+# context and pool API) and stress/fuzz_wire (the tracestate and baggage
+# parsers: round trips) with clang,
 # AddressSanitizer and UndefinedBehaviorSanitizer (the library too, with
 # coverage: -fsanitize=fuzzer-no-link), in its own build directory, and
 # fuzzes for SECONDS (default 60). Prints the executions and a closing
@@ -12,9 +14,11 @@
 #   ALS_FUZZ_BUILD_DIR  build directory (default: build/fuzz)
 #   ALS_FUZZ_JOBS       parallel fuzzing processes (default 1)
 #
-# New inputs go to <build>/corpus, failing ones to <build>/artifacts; the
-# seed corpus in stress/corpus is read, never written. Replay a failing input
-# with `<build>/stress/fuzz_api FILE` or, in any build, `fuzz_api_driver FILE`.
+# New inputs go to <build>/corpus (fuzz_api) and <build>/corpus-fuzz_wire,
+# failing ones to <build>/artifacts; the seed corpora in stress/corpus and
+# stress/corpus-wire are read, never written. Replay a failing input with
+# `<build>/stress/fuzz_api FILE` (or fuzz_wire) or, in any build,
+# `fuzz_api_driver FILE` (or fuzz_wire_driver).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -47,41 +51,59 @@ cmake -S "$root" -B "$build" \
     cat "$build.configure.log" >&2
     exit 1
 }
-cmake --build "$build" --target fuzz_api -j"$(nproc)" >"$build.build.log" 2>&1 || {
+cmake --build "$build" --target fuzz_api fuzz_wire -j"$(nproc)" >"$build.build.log" 2>&1 || {
     cat "$build.build.log" >&2
     exit 1
 }
 
-mkdir -p "$build/corpus" "$build/artifacts"
-log="$build/fuzz.log"
-printf 'fuzz_api: %s s, %s job(s), corpus %s + seeds %s\n' \
-    "$seconds" "$jobs" "$build/corpus" "$root/stress/corpus"
-status=0
-(
-    cd "$build"
-    export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:${ASAN_OPTIONS-}"
-    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS-}"
-    args=(-max_total_time="$seconds" -max_len=512 -timeout=30 -rss_limit_mb=4096
-        -print_final_stats=1 -artifact_prefix="$build/artifacts/")
-    if ((jobs > 1)); then
-        args+=(-jobs="$jobs" -workers="$jobs")
-    fi
-    exec "$build/stress/fuzz_api" "${args[@]}" "$build/corpus" "$root/stress/corpus"
-) >"$log" 2>&1 || status=$?
+mkdir -p "$build/artifacts"
+# fuzz_api (the context and pool API) gets two thirds of the time,
+# fuzz_wire (the tracestate and baggage parsers) the rest.
+wire_seconds=$((seconds / 3 > 0 ? seconds / 3 : 1))
+api_seconds=$((seconds - wire_seconds > 0 ? seconds - wire_seconds : 1))
+total_runs=0
+failed=0
 
-if ((jobs > 1)); then
-    cat "$build"/fuzz-*.log >>"$log" 2>/dev/null || true
-fi
-# libFuzzer's summary: one line per process with -print_final_stats.
-runs=$(awk '/^stat::number_of_executed_units:/ { n += $NF } END { print n + 0 }' "$log")
-grep -E '^(Done [0-9]+ runs|INFO: Seed|==[0-9]+==ERROR|SUMMARY|fuzz_api: MISMATCH|Test unit written|stat::(average_exec_per_sec|new_units_added|peak_rss_mb))' \
-    "$log" || true
-printf '  %-32s %s\n' "executions" "$runs"
-printf '  %-32s %s\n' "corpus after the run" "$(find "$build/corpus" -type f | wc -l) inputs"
-if ((status != 0)); then
-    printf 'fuzz_api: FAILED (exit status %d); the log is %s\n' "$status" "$log" >&2
-    tail -n 40 "$log" >&2
-    printf '%s passed, 1 failed\n' "$runs"
-    exit 1
-fi
-printf '%s passed, 0 failed\n' "$runs"
+# fuzz TARGET SECONDS SEED_CORPUS MAX_LEN
+fuzz() {
+    local target=$1 secs=$2 seeds=$3 max_len=$4 status=0
+    local corpus=$build/corpus-$target log=$build/$target.log
+    [[ $target == fuzz_api ]] && corpus=$build/corpus   # where it always was
+    mkdir -p "$corpus"
+    printf '%s: %s s, %s job(s), corpus %s + seeds %s\n' \
+        "$target" "$secs" "$jobs" "$corpus" "$seeds"
+    (
+        cd "$build"
+        export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:${ASAN_OPTIONS-}"
+        export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS-}"
+        args=(-max_total_time="$secs" -max_len="$max_len" -timeout=30 -rss_limit_mb=4096
+            -print_final_stats=1 -artifact_prefix="$build/artifacts/")
+        if ((jobs > 1)); then
+            args+=(-jobs="$jobs" -workers="$jobs")
+        fi
+        exec "$build/stress/$target" "${args[@]}" "$corpus" "$seeds"
+    ) >"$log" 2>&1 || status=$?
+
+    if ((jobs > 1)); then
+        cat "$build"/fuzz-*.log >>"$log" 2>/dev/null || true
+    fi
+    # libFuzzer's summary: one line per process with -print_final_stats.
+    local runs
+    runs=$(awk '/^stat::number_of_executed_units:/ { n += $NF } END { print n + 0 }' "$log")
+    grep -E '^(Done [0-9]+ runs|INFO: Seed|==[0-9]+==ERROR|SUMMARY|fuzz_api: MISMATCH|Test unit written|stat::(average_exec_per_sec|new_units_added|peak_rss_mb))' \
+        "$log" || true
+    printf '  %-32s %s\n' "executions" "$runs"
+    printf '  %-32s %s\n' "corpus after the run" "$(find "$corpus" -type f | wc -l) inputs"
+    total_runs=$((total_runs + runs))
+    if ((status != 0)); then
+        printf '%s: FAILED (exit status %d); the log is %s\n' "$target" "$status" "$log" >&2
+        tail -n 40 "$log" >&2
+        failed=$((failed + 1))
+    fi
+}
+
+fuzz fuzz_api "$api_seconds" "$root/stress/corpus" 512
+# Longer inputs: tracestate truncation starts past 512 characters.
+fuzz fuzz_wire "$wire_seconds" "$root/stress/corpus-wire" 4096
+printf '%s passed, %s failed\n' "$total_runs" "$failed"
+((failed == 0))

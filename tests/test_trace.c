@@ -88,9 +88,12 @@ static void test_spec_valid(void **state)
         assert_int_equal(als_trace_format(&c, buf, sizeof buf), ALS_TRACEPARENT_LEN);
         assert_string_equal(buf, TP_HARN);
     }
-    /* Every flag bit survives a version-00 round trip. */
+    /* Level 2, 3.2.2.5: the sampled and random-trace-id bits survive; the
+     * reserved bits "MUST" be sent as zero. */
     assert_int_equal(als_trace_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff", &c), 0);
-    assert_int_equal(c.flags, 0xff);
+    assert_int_equal(c.flags, ALS_TRACE_FLAGS_KNOWN);
+    assert_int_equal(als_trace_format(&c, buf, sizeof buf), ALS_TRACEPARENT_LEN);
+    assert_string_equal(buf, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03");
     /* parse_n reads only len bytes: the rest of the buffer is not looked at. */
     assert_int_equal(als_trace_parse_n(TP_SPEC1 "garbage", 55, &c), 0);
     assert_memory_equal(c.trace_id, spec_trace, 16);
@@ -223,10 +226,10 @@ static void test_version_forward(void **state)
         assert_int_equal(als_trace_format(&c, buf, sizeof buf), ALS_TRACEPARENT_LEN);
         assert_string_equal(buf, TP_HARN);
     }
-    /* Of a future version's flags only the sampled bit is understood. */
+    /* Of a future version's flags only the known bits are understood. */
     assert_int_equal(als_trace_parse("cc-12345678901234567890123456789012-1234567890123456-ff", &c), 0);
-    assert_int_equal(c.flags, ALS_TRACE_FLAG_SAMPLED);
-    assert_int_equal(als_trace_parse("cc-12345678901234567890123456789012-1234567890123456-fe", &c), 0);
+    assert_int_equal(c.flags, ALS_TRACE_FLAGS_KNOWN);
+    assert_int_equal(als_trace_parse("cc-12345678901234567890123456789012-1234567890123456-fc", &c), 0);
     assert_int_equal(c.flags, 0);
     /* Extract continues a future-version trace. */
     assert_int_equal(als_trace_extract(ok[1], NULL, &c), 1);
@@ -244,6 +247,8 @@ static void random_valid_tp(char *out)
             out[i] = hx[trand() & 15];
         out[2] = out[35] = out[52] = '-';
         out[0] = out[1] = '0';
+        out[53] = '0';                  /* flags: only known bits round-trip */
+        out[54] = (char)('0' + (trand() & ALS_TRACE_FLAGS_KNOWN));
         out[55] = '\0';
         /* A rare all-zero id would make the input invalid: draw again. */
     } while (strncmp(out + 3, "00000000000000000000000000000000", 32) == 0
@@ -268,7 +273,7 @@ static void test_round_trip(void **state)
         assert_int_equal(als_trace_parse(out, &d), 0);
         assert_memory_equal(c.trace_id, d.trace_id, 16);
         assert_memory_equal(c.span_id, d.span_id, 8);
-        assert_int_equal(c.flags, d.flags);
+        assert_int_equal(c.flags & ALS_TRACE_FLAGS_KNOWN, d.flags);   /* reserved: sent as 0 */
     }
     /* format's own contract */
     assert_int_equal(als_trace_format(&c, out, ALS_TRACEPARENT_LEN), ALS_EINVAL);
@@ -427,7 +432,7 @@ static void test_tracestate(void **state)
     assert_int_equal(als_trace_set_state(&c, "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"), 0);
     assert_string_equal(c.tracestate, "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE");
     assert_int_equal(als_trace_set_state(&c, " \tfoo=1 \t , \t bar=2 "), 0);
-    assert_string_equal(c.tracestate, "foo=1 \t , \t bar=2");   /* opaque inside */
+    assert_string_equal(c.tracestate, "foo=1,bar=2");   /* canonical: OWS gone */
     assert_int_equal(als_trace_set_state(&c, NULL), 0);
     assert_string_equal(c.tracestate, "");
     assert_int_equal(als_trace_set_state(&c, ""), 0);
@@ -440,20 +445,21 @@ static void test_tracestate(void **state)
     assert_int_equal(als_trace_set_state(&c, "a=\x80"), ALS_EINVAL);
     assert_string_equal(c.tracestate, "");
 
-    /* Exactly the limit is kept verbatim. */
+    /* Exactly the limit is kept verbatim: 257 + 1 + 254 characters. */
     char s[4096];
     memset(s, 'v', ALS_TRACESTATE_MAX);
-    memcpy(s, "k=", 2);
+    memcpy(s, "a=", 2);
+    memcpy(s + 257, ",b=", 3);
     s[ALS_TRACESTATE_MAX] = '\0';
     assert_int_equal(als_trace_set_state(&c, s), 0);
     assert_string_equal(c.tracestate, s);
 
     /* Over the limit: entries above 128 characters go first, then entries
-     * from the end. 40 entries "kNN=<10 v>" (14 chars) plus one 200-char
-     * entry early on: the big one goes, and the first 34 small ones fit
-     * (34 * 14 + 33 commas = 509). */
+     * from the end. 31 entries "kNN=<20 v>" (24 chars) plus one 200-char
+     * entry early on: the big one goes, and the first 20 small ones fit
+     * (20 * 24 + 19 commas = 499). */
     size_t n = 0;
-    for (int i = 0; i < 40; i++) {
+    for (int i = 0; i < 31; i++) {
         if (i)
             s[n++] = ',';
         if (i == 3) {
@@ -462,17 +468,17 @@ static void test_tracestate(void **state)
             n += 200;
             s[n++] = ',';
         }
-        n += (size_t)sprintf(s + n, "k%02d=vvvvvvvvvv", i);
+        n += (size_t)sprintf(s + n, "k%02d=vvvvvvvvvvvvvvvvvvvv", i);
     }
     s[n] = '\0';
     assert_true(n > ALS_TRACESTATE_MAX);
     assert_int_equal(als_trace_set_state(&c, s), 0);
     assert_true(strlen(c.tracestate) <= ALS_TRACESTATE_MAX);
     assert_null(strstr(c.tracestate, "big="));
-    assert_non_null(strstr(c.tracestate, "k00=vvvvvvvvvv,k01="));
-    assert_non_null(strstr(c.tracestate, ",k33=vvvvvvvvvv"));
-    assert_null(strstr(c.tracestate, "k34="));
-    assert_int_equal(strlen(c.tracestate), 34 * 14 + 33);
+    assert_non_null(strstr(c.tracestate, "k00=vvvvvvvvvvvvvvvvvvvv,k01="));
+    assert_non_null(strstr(c.tracestate, ",k19=vvvvvvvvvvvvvvvvvvvv"));
+    assert_null(strstr(c.tracestate, "k20="));
+    assert_int_equal(strlen(c.tracestate), 20 * 24 + 19);
     /* Whole entries only: the result ends at an entry's end. */
     assert_int_equal(c.tracestate[strlen(c.tracestate) - 1], 'v');
 

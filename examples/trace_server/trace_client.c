@@ -265,7 +265,7 @@ static void make_spec(struct spec *s, unsigned long i)
     default: {                                    /* K_LONG_STATE */
         make_valid(&g, s, "00", 1);
         size_t n = 0;
-        for (int k = 0; k < 60; k++)
+        for (int k = 0; k < 32; k++)      /* the most members a list may have */
             n += (size_t)snprintf(s->ts + n, sizeof s->ts - n, "%sk%02d=%s", k ? "," : "", k,
                                   s->parent);
         s->expect_continue = true;

@@ -18,6 +18,14 @@
  *      trigger_async_id}], with a `traceparent` response header for the
  *      handler's span (and `tracestate` when there is one).
  *
+ * POST /forward (forward.h) calls other services: its body is a JSON array
+ * of {"url", "arguments"}; each element, in order, is POSTed from a child
+ * span with traceparent, tracestate and baggage injected, and the answer
+ * says what the server extracted (trace_id, parent_id, flags, tracestate,
+ * baggage) and each call's span_id and status. Headers are read through
+ * als_propagator_extract: traceparent, tracestate (repeated fields
+ * combined) and baggage, which is bound for the request like the trace.
+ *
  * Usage: trace_server [--port N] [--log FILE] [--workers N] [--fan1 N]
  *                     [--fan2 N]
  *   --port 0 (the default) picks a free port. The first line on stdout is
@@ -31,6 +39,8 @@
 #include <als_trace.h>
 
 #include <microhttpd.h>
+
+#include "forward.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -49,7 +59,7 @@
 #include <unistd.h>
 
 #define MAX_FAN 16
-#define TRACESTATE_IN_MAX 8192   /* combined incoming tracestate headers */
+#define BODY_MAX (1u << 20)      /* POST /forward bodies */
 #define REQ_ID_MAX 20
 
 static als_pool_t *pool;
@@ -79,13 +89,17 @@ struct job {
 struct request {
     struct MHD_Connection *conn;
     char id[REQ_ID_MAX + 2];
-    /* incoming headers */
+    /* incoming headers, in order: the propagator's carrier */
+    als_header *headers;
+    size_t nheaders, cap_headers;
+    bool headers_failed;
     const char *traceparent;
     unsigned traceparent_count;
-    char tracestate[TRACESTATE_IN_MAX];
-    bool tracestate_too_long;
     const char *request_id;
     bool continued;                    /* the incoming trace was used */
+    als_baggage *baggage;              /* the incoming baggage, bound too */
+    const char *body;                  /* POST /forward */
+    size_t body_len;
     /* fan-out */
     struct sub *subs;                  /* fan1 level-1, then fan1*fan2 level-2 */
     struct job *jobs;
@@ -346,17 +360,75 @@ out:
     return NULL;
 }
 
+/* POST /forward: the calls, then what we extracted and what each call was. */
+static void *handle_forward(void *p)
+{
+    struct request *rq = p;
+    const als_trace_ctx *me = als_trace_get();
+    als_trace_log("req=%s step=forward bytes=%zu continued=%d", rq->id, rq->body_len,
+                  rq->continued);
+    char *body = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&body, &len);
+    if (!out) {
+        rq->result = MHD_NO;
+        return NULL;
+    }
+    char t[33], s[17], parent[17] = "";
+    hex16(t, me->trace_id);
+    hex8(s, me->span_id);
+    if (rq->continued)
+        hex8(parent, me->parent_id);
+    fprintf(out, "{\"request_id\":\"%s\",\"trace_id\":\"%s\",\"span_id\":\"%s\","
+                 "\"parent_id\":\"%s\",\"continued\":%s,\"flags\":\"%02x\",\"tracestate\":",
+            rq->id, t, s, parent, rq->continued ? "true" : "false", me->flags);
+    json_string(out, me->tracestate, strlen(me->tracestate));
+    fputs(",\"baggage\":[", out);
+    const als_baggage *bag = als_baggage_current();
+    for (size_t i = 0; i < als_baggage_count(bag); i++) {
+        als_baggage_entry e;
+        als_baggage_entry_at(bag, i, &e);
+        fputs(i ? ",{\"key\":" : "{\"key\":", out);
+        json_string(out, e.key, strlen(e.key));
+        fputs(",\"value\":", out);
+        json_string(out, e.value, e.value_len);
+        fputs(",\"properties\":", out);
+        json_string(out, e.properties, strlen(e.properties));
+        fputc('}', out);
+    }
+    fputs("],\"calls\":", out);
+    int n = forward_available() ? forward_run(rq->body, rq->body_len, rq->id, out) : -2;
+    fputs("}\n", out);
+    if (fclose(out) != 0) {
+        free(body);
+        rq->result = MHD_NO;
+        return NULL;
+    }
+    unsigned status = MHD_HTTP_OK;
+    if (n < 0) {
+        free(body);
+        body = error_body(n == -1 ? "the body is not a JSON array of {url, arguments}"
+                                  : "built without libcurl: no calls", &len);
+        status = n == -1 ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_NOT_IMPLEMENTED;
+    }
+    rq->result = body ? respond(rq, status, body, len) : MHD_NO;
+    return NULL;
+}
+
 /* Runs `handle` inside an async resource: the subtasks' trigger id then
  * names the request, not the connection thread's top level. */
 static void *serve(void *p)
 {
     struct request *rq = p;
-    als_resource_t *res = als_resource_new("http.request");
+    /* The baggage, like the trace, for everything the request does: bound
+     * before the resource, which captures the context it is created in. */
+    als_resource_t *res = als_baggage_enter(rq->baggage) == 0
+                          ? als_resource_new("http.request") : NULL;
     if (!res) {
         rq->result = MHD_NO;
         return NULL;
     }
-    als_resource_run_in_scope(res, handle, rq);
+    als_resource_run_in_scope(res, rq->body ? handle_forward : handle, rq);
     als_resource_free(res);
     return NULL;
 }
@@ -370,19 +442,23 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind,
     struct request *rq = cls;
     if (!key)
         return MHD_YES;
+    /* Every field, in order (plus the terminating pair): the propagator
+     * finds its own, in any case, repeated ones combined. */
+    if (rq->nheaders + 2 > rq->cap_headers) {
+        size_t cap = rq->cap_headers ? 2 * rq->cap_headers : 16;
+        als_header *h = realloc(rq->headers, cap * sizeof *h);
+        if (!h) {
+            rq->headers_failed = true;
+            return MHD_NO;
+        }
+        rq->headers = h;
+        rq->cap_headers = cap;
+    }
+    rq->headers[rq->nheaders++] = (als_header){key, value ? value : ""};
+    rq->headers[rq->nheaders] = (als_header){NULL, NULL};
     if (strcasecmp(key, "traceparent") == 0) {
         rq->traceparent_count++;
         rq->traceparent = value ? value : "";
-    } else if (strcasecmp(key, "tracestate") == 0 && value) {
-        /* Several tracestate fields combine into one list (RFC 7230 3.2.2). */
-        size_t have = strlen(rq->tracestate), add = strlen(value);
-        if (have + add + 2 > sizeof rq->tracestate) {
-            rq->tracestate_too_long = true;
-        } else if (add > 0) {
-            if (have)
-                rq->tracestate[have++] = ',';
-            memcpy(rq->tracestate + have, value, add + 1);
-        }
     } else if (strcasecmp(key, "x-request-id") == 0) {
         rq->request_id = value;
     }
@@ -402,35 +478,72 @@ static void set_request_id(struct request *rq)
                  atomic_fetch_add_explicit(&server_ids, 1, memory_order_relaxed));
 }
 
+/* A connection's request body, until the request completes. */
+struct upload {
+    char *buf;
+    size_t len;
+    bool too_big;
+};
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    struct upload *up = *con_cls;
+    if (up) {
+        free(up->buf);
+        free(up);
+        *con_cls = NULL;
+    }
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
                                   const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
     (void)cls;
-    (void)url;
     (void)version;
-    (void)upload_data;
-    static int first_call;
-    if (*con_cls == NULL) {            /* headers only: wait for the rest */
-        *con_cls = &first_call;
+    bool forward = strcmp(method, "POST") == 0 && strcmp(url, "/forward") == 0;
+    struct upload *up = *con_cls;
+    if (up == NULL) {                  /* headers only: wait for the rest */
+        up = calloc(1, sizeof *up);
+        if (!up)
+            return MHD_NO;
+        *con_cls = up;
         return MHD_YES;
     }
-    if (*upload_data_size != 0) {      /* a body: ignored */
+    if (*upload_data_size != 0) {      /* a body: kept for /forward only */
+        if (forward && !up->too_big) {
+            if (up->len + *upload_data_size > BODY_MAX) {
+                up->too_big = true;
+            } else {
+                char *b = realloc(up->buf, up->len + *upload_data_size + 1);
+                if (!b)
+                    return MHD_NO;
+                memcpy(b + up->len, upload_data, *upload_data_size);
+                up->buf = b;
+                up->len += *upload_data_size;
+            }
+        }
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (strcmp(method, "GET") != 0) {
-        static char msg[] = "{\"error\":\"GET only\"}\n";
+    if (strcmp(method, "GET") != 0 && !forward) {
+        static char msg[] = "{\"error\":\"GET, or POST /forward\"}\n";
         struct MHD_Response *r = MHD_create_response_from_buffer(sizeof msg - 1, msg,
                                                                  MHD_RESPMEM_PERSISTENT);
         if (!r)
             return MHD_NO;
-        MHD_add_response_header(r, "Allow", "GET");
+        MHD_add_response_header(r, "Allow", "GET, POST");
         enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_METHOD_NOT_ALLOWED, r);
         MHD_destroy_response(r);
         return ret;
     }
+    if (up->too_big)
+        return MHD_NO;                 /* over BODY_MAX: drop the connection */
 
     struct request *rq = calloc(1, sizeof *rq);
     if (!rq)
@@ -440,17 +553,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     pthread_cond_init(&rq->cv, NULL);
     MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_header, rq);
     set_request_id(rq);
+    if (forward) {
+        rq->body = up->buf ? up->buf : "";
+        rq->body_len = up->len;
+    }
 
     /* Two traceparent headers are as good as none (the spec's test suite
      * expects a restart); so is an unparseable one. */
     als_trace_ctx ctx;
-    rq->continued = als_trace_extract(rq->traceparent_count == 1 ? rq->traceparent : NULL,
-                                      rq->tracestate_too_long ? NULL : rq->tracestate,
-                                      &ctx) == 1;
+    int ex = rq->headers_failed ? ALS_ENOMEM
+             : als_propagator_extract(als_headers_get, rq->headers, &ctx, &rq->baggage);
+    rq->continued = ex == 1;
     rq->result = MHD_NO;
-    if (als_trace_run(&ctx, serve, rq, NULL) != 0)
+    if (ex < 0 || als_trace_run(&ctx, serve, rq, NULL) != 0)
         rq->result = MHD_NO;           /* out of memory: drop the connection */
     enum MHD_Result ret = rq->result;
+    als_baggage_release(rq->baggage);
+    free(rq->headers);
     pthread_cond_destroy(&rq->cv);
     pthread_mutex_destroy(&rq->mu);
     free(rq);
@@ -541,7 +660,11 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (!als_trace_store()) {
+    if (!forward_init()) {
+        fprintf(stderr, "trace_server: cannot initialise libcurl\n");
+        return 1;
+    }
+    if (!als_trace_store() || !als_baggage_store()) {
         fprintf(stderr, "trace_server: out of memory\n");
         return 1;
     }
@@ -562,6 +685,7 @@ int main(int argc, char **argv)
             | MHD_USE_ERROR_LOG,
         (uint16_t)port, NULL, NULL, on_request, NULL,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,   /* first, or MHD warns */
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)512,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,
@@ -583,6 +707,7 @@ int main(int argc, char **argv)
         ;
     MHD_stop_daemon(d);                /* waits for in-flight requests */
     als_pool_free(pool);               /* drains what is left (nothing) */
+    forward_cleanup();
     unsigned long n = atomic_load(&served);
     als_trace_log("server stopped signal=%d requests=%lu", sig, n);
     printf("stopped: %lu requests\n", n);
