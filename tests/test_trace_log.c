@@ -172,9 +172,12 @@ static void set_state_from_own_tracestate(void **state)
     assert_int_equal(als_trace_set_state(&c, c.tracestate), 0);
     assert_string_equal(c.tracestate, "a=1,b=2");
 
-    /* Exactly the maximum. */
+    /* Exactly the maximum: three valid members (values are at most 256
+     * characters) of 202 + 1 + 202 + 1 + 106 characters. */
     memset(c.tracestate, 'v', sizeof c.tracestate);
-    memcpy(c.tracestate, "k=", 2);
+    memcpy(c.tracestate, "a=", 2);
+    memcpy(c.tracestate + 202, ",b=", 3);
+    memcpy(c.tracestate + 405, ",c=", 3);
     c.tracestate[ALS_TRACESTATE_MAX] = '\0';
     char want[ALS_TRACESTATE_MAX + 1];
     memcpy(want, c.tracestate, sizeof want);
