@@ -363,9 +363,72 @@ static size_t scenario_index(const char *name)
     abort(); /* a typo in the table above */
 }
 
-/* One timed run; returns its duration in ns. */
-static uint64_t run_once(const bench_backend *b, void *pool, const struct scenario *s, uint64_t n)
+/* ---- libals's scheduling counters -------------------------------------- */
+
+/* What a run cost libals in system calls and steals (als_pool_stats,
+ * ALS_POOL_STATS_VERSION 2), summed over the timed runs: divided by the
+ * tasks, a figure that does not depend on the machine's noise. A run's
+ * window also holds the parks of the idle time before it. Against an older
+ * library (scripts/bench-compare's base) the counts stay 0. */
+struct sched {
+    uint64_t tasks, parks, wakeups, submitter_wakeups, steals;
+};
+
+static struct sched sched_read(const bench_backend *b, void *pool)
 {
+    struct sched c = {0};
+#ifdef ALS_POOL_STATS_VERSION
+    als_pool_stats st;
+    if (b == &bench_backend_libals && als_pool_stats_get(pool, &st) == 0)
+        c = (struct sched){st.completed + st.failed, st.parks, st.wakeups, st.submitter_wakeups,
+                           st.steals};
+#else
+    (void)b, (void)pool;
+#endif
+    return c;
+}
+
+/* acc += (now - before); acc may be NULL (a warm-up run). */
+static void sched_add(struct sched *acc, const bench_backend *b, void *pool, struct sched before)
+{
+    if (!acc)
+        return;
+    struct sched now = sched_read(b, pool);
+    acc->tasks += now.tasks - before.tasks;
+    acc->parks += now.parks - before.parks;
+    acc->wakeups += now.wakeups - before.wakeups;
+    acc->submitter_wakeups += now.submitter_wakeups - before.submitter_wakeups;
+    acc->steals += now.steals - before.steals;
+}
+
+static double per_1000(uint64_t x, const struct sched *c)
+{
+    return c->tasks ? (double)x * 1000.0 / (double)c->tasks : 0;
+}
+
+/* `, "per_1000_tasks": {...}` for libals's entry of a JSON result. */
+static void sched_json(FILE *f, const struct sched *c)
+{
+    fprintf(f,
+            ", \"per_1000_tasks\": {\"parks\": %.2f, \"wakeups\": %.2f, "
+            "\"submitter_wakeups\": %.2f, \"steals\": %.2f}",
+            per_1000(c->parks, c), per_1000(c->wakeups, c), per_1000(c->submitter_wakeups, c),
+            per_1000(c->steals, c));
+}
+
+/* One table row of libals's counts per 1000 tasks. */
+static void sched_row(const char *label, const struct sched *c)
+{
+    printf("%-32s %8.2f %8.2f %8.2f %8.2f\n", label, per_1000(c->parks, c),
+           per_1000(c->wakeups, c), per_1000(c->submitter_wakeups, c), per_1000(c->steals, c));
+}
+
+/* One timed run; returns its duration in ns and adds libals's counts to
+ * acc (if not NULL). */
+static uint64_t run_once(const bench_backend *b, void *pool, const struct scenario *s, uint64_t n,
+                         struct sched *acc)
+{
+    struct sched before = sched_read(b, pool);
     cur_b = b;
     cur_pool = pool;
     cur_n = n;
@@ -374,6 +437,7 @@ static uint64_t run_once(const bench_backend *b, void *pool, const struct scenar
     uint64_t t0 = bench_now_ns();
     b->run(pool, s->fn, s->body, NULL);
     uint64_t t = bench_now_ns() - t0;
+    sched_add(acc, b, pool, before);
     uint64_t ran = counters_sum();
     if (ran != n) {
         fprintf(stderr, "%s/%s: %llu tasks ran, expected %llu\n", b->name, s->name,
@@ -421,14 +485,16 @@ static void body_latency(void *ctx)
 }
 
 static void latency_chunk(const bench_backend *b, void *pool, uint64_t *out, uint64_t n,
-                          uint64_t gap_ns)
+                          uint64_t gap_ns, struct sched *acc)
 {
     struct lat_run r = {out, n, gap_ns};
+    struct sched before = sched_read(b, pool);
     cur_b = b;
     cur_pool = pool;
     cur_n = n;
     counters_reset();
     b->run(pool, task_latency, body_latency, &r);
+    sched_add(acc, b, pool, before);
     if (counters_sum() != n) {
         fprintf(stderr, "%s/latency: wrong task count\n", b->name);
         exit(1);
@@ -523,8 +589,9 @@ static void body_requests(void *ctx)
 /* One timed run of n requests in waves of `inflight`; returns ns and
  * stores each request's latency in lat_out[0..n). */
 static uint64_t requests_once(const bench_backend *b, void *pool, struct request *reqs, uint64_t n,
-                              uint64_t inflight, uint64_t *lat_out)
+                              uint64_t inflight, uint64_t *lat_out, struct sched *acc)
 {
+    struct sched before = sched_read(b, pool);
     cur_b = b;
     cur_pool = pool;
     cur_n = n;
@@ -541,6 +608,7 @@ static uint64_t requests_once(const bench_backend *b, void *pool, struct request
         b->run(pool, task_subreq, body_requests, &w);
     }
     uint64_t t = bench_now_ns() - t0;
+    sched_add(acc, b, pool, before);
     if (counters_sum() != n * REQ_FANOUT) {
         fprintf(stderr, "%s/requests: wrong task count\n", b->name);
         exit(1);
@@ -558,18 +626,21 @@ struct tp_result {
     double runs[MAX_REPS]; /* ns per run */
     double median_ns;
     bool done;
+    struct sched sched;
 };
 
 struct req_result {
     double runs[MAX_REPS]; /* ns per run */
     double median_ns;
     uint64_t p50, p99, max;
+    struct sched sched;
 };
 
 struct lat_result {
     uint64_t p50, p90, p99, max;
     double mean;
     bool done;
+    struct sched sched;
 };
 
 static void usage(FILE *f)
@@ -730,12 +801,13 @@ int main(int argc, char **argv)
         uint64_t n = *scenarios[s].size;
         uint64_t warm = n / 10 > 1000 ? n / 10 : (n < 1000 ? n : 1000);
         for (size_t b = 0; b < nb; b++) {
-            run_once(bk[b], pools[b], &scenarios[s], warm);
+            run_once(bk[b], pools[b], &scenarios[s], warm, NULL);
             bench_sleep_ns(settle_ns);
         }
         for (uint64_t r = 0; r < reps; r++) {
             for (size_t b = 0; b < nb; b++) {
-                tp[s][b].runs[r] = (double)run_once(bk[b], pools[b], &scenarios[s], n);
+                tp[s][b].runs[r] =
+                    (double)run_once(bk[b], pools[b], &scenarios[s], n, &tp[s][b].sched);
                 bench_sleep_ns(settle_ns);
             }
         }
@@ -754,19 +826,21 @@ int main(int argc, char **argv)
          * that `threads` workers sit idle in every backend. */
         void *lpools[NALL];
         uint64_t *lsamples[NALL];
+        struct sched lsched[NALL] = {{0}};
         for (size_t b = 0; b < nb; b++) {
             lpools[b] = bk[b]->submitter_in_team ? bk[b]->create(threads + 1) : pools[b];
             lsamples[b] = malloc(samples * sizeof(uint64_t));
             if (!lpools[b] || !lsamples[b])
                 return 1;
             uint64_t warm[20];
-            latency_chunk(bk[b], lpools[b], warm, 20, gap_us * 1000u);
+            latency_chunk(bk[b], lpools[b], warm, 20, gap_us * 1000u, NULL);
         }
         uint64_t chunk = (samples + reps - 1) / reps;
         for (uint64_t done = 0; done < samples; done += chunk) {
             uint64_t m = samples - done < chunk ? samples - done : chunk;
             for (size_t b = 0; b < nb; b++) {
-                latency_chunk(bk[b], lpools[b], lsamples[b] + done, m, gap_us * 1000u);
+                latency_chunk(bk[b], lpools[b], lsamples[b] + done, m, gap_us * 1000u,
+                              &lsched[b]);
                 bench_sleep_ns(settle_ns);
             }
         }
@@ -783,6 +857,7 @@ int main(int argc, char **argv)
                 .max = v[samples - 1],
                 .mean = sum / (double)samples,
                 .done = true,
+                .sched = lsched[b],
             };
             free(v);
             if (lpools[b] != pools[b])
@@ -808,13 +883,13 @@ int main(int argc, char **argv)
             return 1;
         uint64_t warm = nreq / 10 > 100 ? nreq / 10 : (nreq < 100 ? nreq : 100);
         for (size_t b = 0; b < nb; b++) {
-            requests_once(bk[b], pools[b], reqs, warm, inflight, rl[b]);
+            requests_once(bk[b], pools[b], reqs, warm, inflight, rl[b], NULL);
             bench_sleep_ns(settle_ns);
         }
         for (uint64_t r = 0; r < reps; r++) {
             for (size_t b = 0; b < nb; b++) {
                 rq[b].runs[r] = (double)requests_once(bk[b], pools[b], reqs, nreq, inflight,
-                                                      rl[b] + r * nreq);
+                                                      rl[b] + r * nreq, &rq[b].sched);
                 bench_sleep_ns(settle_ns);
             }
         }
@@ -904,7 +979,10 @@ int main(int argc, char **argv)
                         (double)n * 1e9 / t->median_ns);
                 for (uint64_t r = 0; r < reps; r++)
                     fprintf(jf, "%s%.0f", r ? ", " : "", t->runs[r]);
-                fprintf(jf, "]}");
+                fprintf(jf, "]");
+                if (b == ials)
+                    sched_json(jf, &t->sched);
+                fprintf(jf, "}");
             }
             fprintf(jf, "\n    }");
             if (ials < nb) {
@@ -925,13 +1003,17 @@ int main(int argc, char **argv)
         if (do_lat) {
             fprintf(jf, ",\n  \"latency\": {\"samples\": %llu, \"gap_us\": %llu, \"results\": {",
                     (unsigned long long)samples, (unsigned long long)gap_us);
-            for (size_t b = 0; b < nb; b++)
+            for (size_t b = 0; b < nb; b++) {
                 fprintf(jf,
                         "%s\n    \"%s\": {\"p50_ns\": %llu, \"p90_ns\": %llu, "
-                        "\"p99_ns\": %llu, \"max_ns\": %llu, \"mean_ns\": %.0f}",
+                        "\"p99_ns\": %llu, \"max_ns\": %llu, \"mean_ns\": %.0f",
                         b ? "," : "", bk[b]->name, (unsigned long long)lat[b].p50,
                         (unsigned long long)lat[b].p90, (unsigned long long)lat[b].p99,
                         (unsigned long long)lat[b].max, lat[b].mean);
+                if (b == ials)
+                    sched_json(jf, &lat[b].sched);
+                fprintf(jf, "}");
+            }
             fprintf(jf, "\n  }}");
         }
         if (do_req) {
@@ -950,7 +1032,10 @@ int main(int argc, char **argv)
                         (unsigned long long)rq[b].max);
                 for (uint64_t r = 0; r < reps; r++)
                     fprintf(jf, "%s%.0f", r ? ", " : "", rq[b].runs[r]);
-                fprintf(jf, "]}");
+                fprintf(jf, "]");
+                if (b == ials)
+                    sched_json(jf, &rq[b].sched);
+                fprintf(jf, "}");
             }
             fprintf(jf, "\n    }}");
         }
@@ -1074,6 +1159,19 @@ int main(int argc, char **argv)
                 printf(" %7.2fx", rq[ials].p99 ? (double)rq[b].p99 / (double)rq[ials].p99 : 0);
         }
         printf("\n");
+    }
+
+    if (!json && ials < nb) {
+        printf("\nlibals scheduling, per 1000 tasks (system calls and steals; "
+               "machine-independent)\n%-32s %8s %8s %8s %8s\n",
+               "scenario", "parks", "wakeups", "sub.wake", "steals");
+        for (size_t s = 0; s < NSCEN; s++)
+            if (tp[s][ials].done)
+                sched_row(scenarios[s].label, &tp[s][ials].sched);
+        if (do_lat)
+            sched_row("latency", &lat[ials].sched);
+        if (do_req)
+            sched_row("requests", &rq[ials].sched);
     }
 
     if (!json && ntargets) {
