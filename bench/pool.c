@@ -5,7 +5,7 @@
  *   pool [--json] [--json-out FILE] [--quick] [--threads N] [--reps N] [--tasks N]
  *        [--chain N] [--fanout N] [--samples N] [--gap-us N]
  *        [--settle-ms N] [--requests N] [--inflight N] [--scenarios LIST]
- *        [--backends LIST]
+ *        [--backends LIST] [--workers LIST]
  *
  * Scenarios (sizes are options so that CI and tests can run tiny ones):
  *   spawn_many  --tasks empty tasks submitted from one thread, then wait
@@ -50,6 +50,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* ---- backends: libals and the mutex pool ------------------------------- */
 
@@ -643,6 +646,164 @@ struct lat_result {
     struct sched sched;
 };
 
+/* One worker count's results. With --workers each count runs in a child
+ * process of its own (libuv's pool size is fixed per process, and no
+ * backend's threads linger into the next count), writing here in memory
+ * shared with the parent, which prints the scaling tables. */
+struct results {
+    unsigned threads;
+    size_t nb, ials; /* ials == NALL: libals not selected */
+    const bench_backend *bk[NALL];
+    struct tp_result tp[NSCEN][NALL];
+    struct lat_result lat[NALL];
+    struct req_result rq[NALL];
+    bool do_lat, do_req;
+};
+
+static struct results single_results;
+static struct results *R = &single_results;
+
+#define MAX_WORKER_COUNTS 16
+
+/* What libals costs per 1000 tasks, as JSON and as table columns. */
+static void scaling_sched(FILE *jf, const struct results *r, const struct sched *c)
+{
+    if (r->ials == NALL)
+        return;
+    if (jf)
+        sched_json(jf, c);
+    else
+        printf(" %8.2f %8.2f %8.2f %8.2f", per_1000(c->parks, c), per_1000(c->wakeups, c),
+               per_1000(c->submitter_wakeups, c), per_1000(c->steals, c));
+}
+
+/* A scenario's value for backend b at one worker count (lower is better):
+ * ns per task, us per request, or p50 wake latency in us. kind: 0 a
+ * throughput scenario s, 1 latency, 2 requests. */
+static double scaling_value(const struct results *r, int kind, size_t s, size_t b, uint64_t nreq)
+{
+    if (kind == 0)
+        return r->tp[s][b].median_ns / (double)*scenarios[s].size;
+    if (kind == 1)
+        return (double)r->lat[b].p50 / 1e3;
+    return r->rq[b].median_ns / (double)nreq / 1e3;
+}
+
+static const struct sched *scaling_counts(const struct results *r, int kind, size_t s)
+{
+    return kind == 0 ? &r->tp[s][r->ials].sched
+           : kind == 1 ? &r->lat[r->ials].sched
+                       : &r->rq[r->ials].sched;
+}
+
+/* The scaling tables (one per scenario: a row per worker count, a column
+ * per backend) on stdout, or (jf not NULL) their JSON. */
+static void scaling_emit(FILE *jf, const struct results *res, size_t nw, uint64_t reps,
+                         uint64_t nreq)
+{
+    const struct results *r0 = &res[0];
+    if (jf) {
+        fprintf(jf,
+                "{\n  \"benchmark\": \"pool_scaling\",\n  \"libals_version\": \"%s\",\n"
+                "  \"cpus\": %u,\n  \"repetitions\": %llu,\n  \"workers\": [",
+                als_version(), bench_cpu_count(), (unsigned long long)reps);
+        for (size_t w = 0; w < nw; w++)
+            fprintf(jf, "%s%u", w ? ", " : "", res[w].threads);
+        fprintf(jf, "],\n  \"backends\": [");
+        for (size_t b = 0; b < r0->nb; b++)
+            fprintf(jf, "%s\"%s\"", b ? ", " : "", r0->bk[b]->name);
+        fprintf(jf, "],\n  \"scenarios\": [");
+    } else {
+        printf("bench/pool scaling: %u CPUs, median of %llu runs per backend and worker "
+               "count;\nlibals/best: the best baseline's figure over libals's (> 1: libals "
+               "ahead);\nparks .. steals: libals's system calls and steals per 1000 tasks\n",
+               bench_cpu_count(), (unsigned long long)reps);
+    }
+    bool first = true;
+    for (size_t s = 0; s < NSCEN + 2; s++) {
+        int kind = s < NSCEN ? 0 : (int)(s - NSCEN) + 1;
+        if ((kind == 0 && !r0->tp[s][0].done) || (kind == 1 && !r0->do_lat) ||
+            (kind == 2 && !r0->do_req))
+            continue;
+        const char *name = kind == 0 ? scenarios[s].name : kind == 1 ? "latency" : "requests";
+        const char *unit = kind == 0 ? "ns_per_task" : kind == 1 ? "p50_us" : "us_per_request";
+        if (jf) {
+            fprintf(jf, "%s\n    {\"scenario\": \"%s\", \"unit\": \"%s\", \"rows\": [",
+                    first ? "" : ",", name, unit);
+        } else {
+            printf("\n%s, %s (lower is better)\n%-8s",
+                   kind == 0 ? scenarios[s].label : name,
+                   kind == 0 ? "ns per task" : kind == 1 ? "p50 wake latency, us"
+                                                       : "us per request",
+                   "workers");
+            for (size_t b = 0; b < r0->nb; b++)
+                printf(" %8s", r0->bk[b]->name);
+            if (r0->ials < r0->nb)
+                printf(" %11s %8s %8s %8s %8s", "libals/best", "parks", "wakeups", "sub.wake",
+                       "steals");
+            printf("\n");
+        }
+        first = false;
+        for (size_t w = 0; w < nw; w++) {
+            const struct results *r = &res[w];
+            double best = 0;
+            for (size_t b = 0; b < r->nb; b++) {
+                double v = scaling_value(r, kind, s, b, nreq);
+                if (b != r->ials && v > 0 && (best == 0 || v < best))
+                    best = v;
+            }
+            double mine = r->ials < r->nb ? scaling_value(r, kind, s, r->ials, nreq) : 0;
+            if (jf) {
+                fprintf(jf, "%s\n      {\"workers\": %u, \"results\": {", w ? "," : "",
+                        r->threads);
+                for (size_t b = 0; b < r->nb; b++)
+                    fprintf(jf, "%s\"%s\": %.3f", b ? ", " : "", r->bk[b]->name,
+                            scaling_value(r, kind, s, b, nreq));
+                fprintf(jf, "}");
+                if (r->ials < r->nb) {
+                    if (best > 0 && mine > 0)
+                        fprintf(jf, ", \"libals_over_best\": %.3f", best / mine);
+                    scaling_sched(jf, r, scaling_counts(r, kind, s));
+                }
+                fprintf(jf, "}");
+            } else {
+                printf("%-8u", r->threads);
+                for (size_t b = 0; b < r->nb; b++)
+                    printf(" %8.*f", kind == 0 ? 1 : 2, scaling_value(r, kind, s, b, nreq));
+                if (r->ials < r->nb) {
+                    if (best > 0 && mine > 0)
+                        printf(" %10.2fx", best / mine);
+                    else
+                        printf(" %11s", "-");
+                    scaling_sched(NULL, r, scaling_counts(r, kind, s));
+                }
+                printf("\n");
+            }
+        }
+        if (jf)
+            fprintf(jf, "\n    ]}");
+    }
+    if (jf)
+        fprintf(jf, "\n  ]\n}\n");
+}
+
+static int scaling_report(const struct results *res, size_t nw, bool json, const char *json_out,
+                          uint64_t reps, uint64_t nreq)
+{
+    if (!json)
+        scaling_emit(NULL, res, nw, reps, nreq);
+    bool json_ok;
+    FILE *jf = bench_json_open(json, json_out, &json_ok);
+    if (!json_ok)
+        return 1;
+    if (jf) {
+        scaling_emit(jf, res, nw, reps, nreq);
+        if (!bench_json_close(jf, json_out))
+            return 1;
+    }
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fputs("usage: pool [options]\n"
@@ -650,6 +811,9 @@ static void usage(FILE *f)
           "  --json-out FILE   also write the JSON to FILE\n"
           "  --quick           a short run (20k tasks, 500 latency samples, 3 reps)\n"
           "  --threads N       worker threads for every backend (default: CPUs)\n"
+          "  --workers LIST    comma-separated worker counts (e.g. 1,2,4,8,16; may exceed\n"
+          "                    the CPUs): each count in a process of its own, then a\n"
+          "                    scaling table per scenario (and its JSON)\n"
           "  --reps N          timed runs per scenario and backend; median reported (5)\n"
           "  --tasks N         spawn_many and ctx tasks (1M)\n"
           "  --chain N         chained depth (1M)\n"
@@ -676,7 +840,7 @@ int main(int argc, char **argv)
     uint64_t nreq = 20000, inflight = 32;
     bool set_reps = false, set_tasks = false, set_chain = false, set_fanout = false,
          set_samples = false, set_req = false;
-    const char *scen_list = NULL, *back_list = NULL, *json_out = NULL;
+    const char *scen_list = NULL, *back_list = NULL, *json_out = NULL, *workers_list = NULL;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -717,6 +881,8 @@ int main(int argc, char **argv)
             scen_list = v;
         else if (strcmp(a, "--backends") == 0 && v)
             back_list = v;
+        else if (strcmp(a, "--workers") == 0 && v)
+            workers_list = v;
         else if (strcmp(a, "--json-out") == 0 && v)
             json_out = v;
         else {
@@ -760,10 +926,57 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    if (workers_list) {
+        unsigned counts[MAX_WORKER_COUNTS];
+        size_t nw = 0;
+        for (const char *c = workers_list; *c;) {
+            char num[32];
+            size_t len = strcspn(c, ",");
+            if (nw == MAX_WORKER_COUNTS || len == 0 || len >= sizeof num) {
+                fprintf(stderr, "--workers: a list of at most %d counts\n", MAX_WORKER_COUNTS);
+                return 2;
+            }
+            memcpy(num, c, len);
+            num[len] = '\0';
+            counts[nw++] = (unsigned)bench_parse_count("--workers", num);
+            c += len + (c[len] == ',');
+        }
+        /* Each count in a child with its results in shared memory; the
+         * parent has started no thread, so fork is safe. */
+        struct results *res = mmap(NULL, nw * sizeof *res, PROT_READ | PROT_WRITE,
+                                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (res == MAP_FAILED)
+            return 1;
+        for (size_t w = 0; w < nw; w++) {
+            fprintf(stderr, "bench/pool: %u workers\n", counts[w]);
+            fflush(NULL);
+            pid_t pid = fork();
+            if (pid < 0)
+                return 1;
+            if (pid == 0) {
+                R = &res[w];
+                threads = counts[w];
+                json = false;
+                json_out = NULL;
+                if (!freopen("/dev/null", "w", stdout))
+                    return 1;
+                goto measure;
+            }
+            int st;
+            if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+                fprintf(stderr, "bench/pool: the run with %u workers failed\n", counts[w]);
+                return 1;
+            }
+        }
+        return scaling_report(res, nw, json, json_out, reps, nreq);
+    }
+measure:
+    R->threads = threads;
+
     /* The backends of this run, each with its pool kept for the whole run
      * (pools are long-lived in real programs; creating threads is not what
      * is measured). */
-    const bench_backend *bk[NALL];
+    const bench_backend **bk = R->bk;
     void *pools[NALL];
     size_t nb = 0;
     for (size_t i = 0; i < NALL; i++) {
@@ -785,6 +998,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nb; i++)
         if (bk[i] == &bench_backend_libals)
             ials = i;
+    R->nb = nb;
+    R->ials = ials;
 
     for (unsigned j = 0; j < CTX_STORES; j++) {
         ctx_stores[j] = als_new(NULL);
@@ -794,7 +1009,7 @@ int main(int argc, char **argv)
     }
 
     const uint64_t settle_ns = settle_ms * 1000000u;
-    static struct tp_result tp[NSCEN][NALL];
+    struct tp_result(*tp)[NALL] = R->tp;
     for (size_t s = 0; s < NSCEN; s++) {
         if (!bench_in_list(scen_list, scenarios[s].name))
             continue;
@@ -819,8 +1034,8 @@ int main(int argc, char **argv)
         }
     }
 
-    static struct lat_result lat[NALL];
-    bool do_lat = bench_in_list(scen_list, "latency");
+    struct lat_result *lat = R->lat;
+    bool do_lat = R->do_lat = bench_in_list(scen_list, "latency");
     if (do_lat) {
         /* Backends whose submitter is a team member get one more thread, so
          * that `threads` workers sit idle in every backend. */
@@ -865,8 +1080,8 @@ int main(int argc, char **argv)
         }
     }
 
-    static struct req_result rq[NALL];
-    bool do_req = bench_in_list(scen_list, "requests");
+    struct req_result *rq = R->rq;
+    bool do_req = R->do_req = bench_in_list(scen_list, "requests");
     if (do_req) {
         trace_store = als_new(NULL);
         struct request *reqs = calloc(nreq, sizeof *reqs);
