@@ -38,6 +38,11 @@
  * Ratios are "how many times better libals is" (> 1: libals ahead): for
  * throughput libals's tasks/s over the baseline's, for latency the
  * baseline's latency over libals's.
+ *
+ * libals's parks, wake-ups, submitter wake-ups and steals (als_pool_stats)
+ * are reported per 1000 tasks for every scenario. --workers 1,2,4,8,16
+ * repeats the run at each worker count, each in a child process, and
+ * prints a scaling table per scenario (see struct results).
  */
 #include "baseline_mutex_pool.h"
 #include "bench_util.h"
