@@ -42,11 +42,12 @@
  * libals's parks, wake-ups, submitter wake-ups and steals (als_pool_stats)
  * are reported per 1000 tasks for every scenario. --workers 1,2,4,8,16
  * repeats the run at each worker count, each in a child process, and
- * prints a scaling table per scenario (see struct results).
+ * prints a scaling table per scenario (pool_scaling.c).
  */
 #include "baseline_mutex_pool.h"
 #include "bench_util.h"
 #include "pool_backend.h"
+#include "pool_results.h"
 
 #include <als.h>
 
@@ -55,9 +56,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 /* ---- backends: libals and the mutex pool ------------------------------- */
 
@@ -373,15 +371,8 @@ static size_t scenario_index(const char *name)
 
 /* ---- libals's scheduling counters -------------------------------------- */
 
-/* What a run cost libals in system calls and steals (als_pool_stats,
- * ALS_POOL_STATS_VERSION 2), summed over the timed runs: divided by the
- * tasks, a figure that does not depend on the machine's noise. A run's
- * window also holds the parks of the idle time before it. Against an older
- * library (scripts/bench-compare's base) the counts stay 0. */
-struct sched {
-    uint64_t tasks, parks, wakeups, submitter_wakeups, steals;
-};
-
+/* libals's counts now (als_pool_stats; all 0 for other backends, or against
+ * a library without them). */
 static struct sched sched_read(const bench_backend *b, void *pool)
 {
     struct sched c = {0};
@@ -407,21 +398,6 @@ static void sched_add(struct sched *acc, const bench_backend *b, void *pool, str
     acc->wakeups += now.wakeups - before.wakeups;
     acc->submitter_wakeups += now.submitter_wakeups - before.submitter_wakeups;
     acc->steals += now.steals - before.steals;
-}
-
-static double per_1000(uint64_t x, const struct sched *c)
-{
-    return c->tasks ? (double)x * 1000.0 / (double)c->tasks : 0;
-}
-
-/* `, "per_1000_tasks": {...}` for libals's entry of a JSON result. */
-static void sched_json(FILE *f, const struct sched *c)
-{
-    fprintf(f,
-            ", \"per_1000_tasks\": {\"parks\": %.2f, \"wakeups\": %.2f, "
-            "\"submitter_wakeups\": %.2f, \"steals\": %.2f}",
-            per_1000(c->parks, c), per_1000(c->wakeups, c), per_1000(c->submitter_wakeups, c),
-            per_1000(c->steals, c));
 }
 
 /* One table row of libals's counts per 1000 tasks. */
@@ -628,186 +604,13 @@ static uint64_t requests_once(const bench_backend *b, void *pool, struct request
 
 /* ---- driver ------------------------------------------------------------ */
 
-#define MAX_REPS 64
+_Static_assert(NALL <= RESULTS_MAX_BACKENDS, "raise RESULTS_MAX_BACKENDS");
+_Static_assert(NSCEN <= RESULTS_MAX_SCENARIOS, "raise RESULTS_MAX_SCENARIOS");
 
-struct tp_result {
-    double runs[MAX_REPS]; /* ns per run */
-    double median_ns;
-    bool done;
-    struct sched sched;
-};
-
-struct req_result {
-    double runs[MAX_REPS]; /* ns per run */
-    double median_ns;
-    uint64_t p50, p99, max;
-    struct sched sched;
-};
-
-struct lat_result {
-    uint64_t p50, p90, p99, max;
-    double mean;
-    bool done;
-    struct sched sched;
-};
-
-/* One worker count's results. With --workers each count runs in a child
- * process of its own (libuv's pool size is fixed per process, and no
- * backend's threads linger into the next count), writing here in memory
- * shared with the parent, which prints the scaling tables. */
-struct results {
-    unsigned threads;
-    size_t nb, ials; /* ials == NALL: libals not selected */
-    const bench_backend *bk[NALL];
-    struct tp_result tp[NSCEN][NALL];
-    struct lat_result lat[NALL];
-    struct req_result rq[NALL];
-    bool do_lat, do_req;
-};
-
+/* This run's results: static memory, or with --workers the child's slot in
+ * memory shared with the parent (pool_scaling.c). */
 static struct results single_results;
 static struct results *R = &single_results;
-
-#define MAX_WORKER_COUNTS 16
-
-/* What libals costs per 1000 tasks, as JSON and as table columns. */
-static void scaling_sched(FILE *jf, const struct results *r, const struct sched *c)
-{
-    if (r->ials == NALL)
-        return;
-    if (jf)
-        sched_json(jf, c);
-    else
-        printf(" %8.2f %8.2f %8.2f %8.2f", per_1000(c->parks, c), per_1000(c->wakeups, c),
-               per_1000(c->submitter_wakeups, c), per_1000(c->steals, c));
-}
-
-/* A scenario's value for backend b at one worker count (lower is better):
- * ns per task, us per request, or p50 wake latency in us. kind: 0 a
- * throughput scenario s, 1 latency, 2 requests. */
-static double scaling_value(const struct results *r, int kind, size_t s, size_t b, uint64_t nreq)
-{
-    if (kind == 0)
-        return r->tp[s][b].median_ns / (double)*scenarios[s].size;
-    if (kind == 1)
-        return (double)r->lat[b].p50 / 1e3;
-    return r->rq[b].median_ns / (double)nreq / 1e3;
-}
-
-static const struct sched *scaling_counts(const struct results *r, int kind, size_t s)
-{
-    return kind == 0 ? &r->tp[s][r->ials].sched
-           : kind == 1 ? &r->lat[r->ials].sched
-                       : &r->rq[r->ials].sched;
-}
-
-/* The scaling tables (one per scenario: a row per worker count, a column
- * per backend) on stdout, or (jf not NULL) their JSON. */
-static void scaling_emit(FILE *jf, const struct results *res, size_t nw, uint64_t reps,
-                         uint64_t nreq)
-{
-    const struct results *r0 = &res[0];
-    if (jf) {
-        fprintf(jf,
-                "{\n  \"benchmark\": \"pool_scaling\",\n  \"libals_version\": \"%s\",\n"
-                "  \"cpus\": %u,\n  \"repetitions\": %llu,\n  \"workers\": [",
-                als_version(), bench_cpu_count(), (unsigned long long)reps);
-        for (size_t w = 0; w < nw; w++)
-            fprintf(jf, "%s%u", w ? ", " : "", res[w].threads);
-        fprintf(jf, "],\n  \"backends\": [");
-        for (size_t b = 0; b < r0->nb; b++)
-            fprintf(jf, "%s\"%s\"", b ? ", " : "", r0->bk[b]->name);
-        fprintf(jf, "],\n  \"scenarios\": [");
-    } else {
-        printf("bench/pool scaling: %u CPUs, median of %llu runs per backend and worker "
-               "count;\nlibals/best: the best baseline's figure over libals's (> 1: libals "
-               "ahead);\nparks .. steals: libals's system calls and steals per 1000 tasks\n",
-               bench_cpu_count(), (unsigned long long)reps);
-    }
-    bool first = true;
-    for (size_t s = 0; s < NSCEN + 2; s++) {
-        int kind = s < NSCEN ? 0 : (int)(s - NSCEN) + 1;
-        if ((kind == 0 && !r0->tp[s][0].done) || (kind == 1 && !r0->do_lat) ||
-            (kind == 2 && !r0->do_req))
-            continue;
-        const char *name = kind == 0 ? scenarios[s].name : kind == 1 ? "latency" : "requests";
-        const char *unit = kind == 0 ? "ns_per_task" : kind == 1 ? "p50_us" : "us_per_request";
-        if (jf) {
-            fprintf(jf, "%s\n    {\"scenario\": \"%s\", \"unit\": \"%s\", \"rows\": [",
-                    first ? "" : ",", name, unit);
-        } else {
-            printf("\n%s, %s (lower is better)\n%-8s",
-                   kind == 0 ? scenarios[s].label : name,
-                   kind == 0 ? "ns per task" : kind == 1 ? "p50 wake latency, us"
-                                                       : "us per request",
-                   "workers");
-            for (size_t b = 0; b < r0->nb; b++)
-                printf(" %8s", r0->bk[b]->name);
-            if (r0->ials < r0->nb)
-                printf(" %11s %8s %8s %8s %8s", "libals/best", "parks", "wakeups", "sub.wake",
-                       "steals");
-            printf("\n");
-        }
-        first = false;
-        for (size_t w = 0; w < nw; w++) {
-            const struct results *r = &res[w];
-            double best = 0;
-            for (size_t b = 0; b < r->nb; b++) {
-                double v = scaling_value(r, kind, s, b, nreq);
-                if (b != r->ials && v > 0 && (best == 0 || v < best))
-                    best = v;
-            }
-            double mine = r->ials < r->nb ? scaling_value(r, kind, s, r->ials, nreq) : 0;
-            if (jf) {
-                fprintf(jf, "%s\n      {\"workers\": %u, \"results\": {", w ? "," : "",
-                        r->threads);
-                for (size_t b = 0; b < r->nb; b++)
-                    fprintf(jf, "%s\"%s\": %.3f", b ? ", " : "", r->bk[b]->name,
-                            scaling_value(r, kind, s, b, nreq));
-                fprintf(jf, "}");
-                if (r->ials < r->nb) {
-                    if (best > 0 && mine > 0)
-                        fprintf(jf, ", \"libals_over_best\": %.3f", best / mine);
-                    scaling_sched(jf, r, scaling_counts(r, kind, s));
-                }
-                fprintf(jf, "}");
-            } else {
-                printf("%-8u", r->threads);
-                for (size_t b = 0; b < r->nb; b++)
-                    printf(" %8.*f", kind == 0 ? 1 : 2, scaling_value(r, kind, s, b, nreq));
-                if (r->ials < r->nb) {
-                    if (best > 0 && mine > 0)
-                        printf(" %10.2fx", best / mine);
-                    else
-                        printf(" %11s", "-");
-                    scaling_sched(NULL, r, scaling_counts(r, kind, s));
-                }
-                printf("\n");
-            }
-        }
-        if (jf)
-            fprintf(jf, "\n    ]}");
-    }
-    if (jf)
-        fprintf(jf, "\n  ]\n}\n");
-}
-
-static int scaling_report(const struct results *res, size_t nw, bool json, const char *json_out,
-                          uint64_t reps, uint64_t nreq)
-{
-    if (!json)
-        scaling_emit(NULL, res, nw, reps, nreq);
-    bool json_ok;
-    FILE *jf = bench_json_open(json, json_out, &json_ok);
-    if (!json_ok)
-        return 1;
-    if (jf) {
-        scaling_emit(jf, res, nw, reps, nreq);
-        if (!bench_json_close(jf, json_out))
-            return 1;
-    }
-    return 0;
-}
 
 static void usage(FILE *f)
 {
@@ -932,51 +735,26 @@ int main(int argc, char **argv)
     }
 
     if (workers_list) {
-        unsigned counts[MAX_WORKER_COUNTS];
-        size_t nw = 0;
-        for (const char *c = workers_list; *c;) {
-            char num[32];
-            size_t len = strcspn(c, ",");
-            if (nw == MAX_WORKER_COUNTS || len == 0 || len >= sizeof num) {
-                fprintf(stderr, "--workers: a list of at most %d counts\n", MAX_WORKER_COUNTS);
-                return 2;
-            }
-            memcpy(num, c, len);
-            num[len] = '\0';
-            counts[nw++] = (unsigned)bench_parse_count("--workers", num);
-            c += len + (c[len] == ',');
-        }
-        /* Each count in a child with its results in shared memory; the
-         * parent has started no thread, so fork is safe. */
-        struct results *res = mmap(NULL, nw * sizeof *res, PROT_READ | PROT_WRITE,
-                                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (res == MAP_FAILED)
-            return 1;
-        for (size_t w = 0; w < nw; w++) {
-            fprintf(stderr, "bench/pool: %u workers\n", counts[w]);
-            fflush(NULL);
-            pid_t pid = fork();
-            if (pid < 0)
-                return 1;
-            if (pid == 0) {
-                R = &res[w];
-                threads = counts[w];
-                json = false;
-                json_out = NULL;
-                if (!freopen("/dev/null", "w", stdout))
-                    return 1;
-                goto measure;
-            }
-            int st;
-            if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-                fprintf(stderr, "bench/pool: the run with %u workers failed\n", counts[w]);
-                return 1;
-            }
-        }
-        return scaling_report(res, nw, json, json_out, reps, nreq);
+        struct results *res, *mine;
+        size_t nw;
+        int rc = pool_scaling_fork(workers_list, &res, &nw, &mine);
+        if (rc < 0)
+            return -rc;
+        if (rc == 0)
+            return pool_scaling_report(res, nw, json, json_out);
+        /* A child: measure at its worker count, quietly, into its slot. */
+        R = mine;
+        threads = mine->threads;
+        json = false;
+        json_out = NULL;
     }
-measure:
     R->threads = threads;
+    R->reps = reps;
+    R->nreq = nreq;
+    R->nscen = NSCEN;
+    for (size_t s = 0; s < NSCEN; s++)
+        R->scen[s].name = scenarios[s].name, R->scen[s].label = scenarios[s].label,
+        R->scen[s].size = *scenarios[s].size;
 
     /* The backends of this run, each with its pool kept for the whole run
      * (pools are long-lived in real programs; creating threads is not what
@@ -1014,7 +792,7 @@ measure:
     }
 
     const uint64_t settle_ns = settle_ms * 1000000u;
-    struct tp_result(*tp)[NALL] = R->tp;
+    struct tp_result(*tp)[RESULTS_MAX_BACKENDS] = R->tp;
     for (size_t s = 0; s < NSCEN; s++) {
         if (!bench_in_list(scen_list, scenarios[s].name))
             continue;

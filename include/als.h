@@ -379,7 +379,7 @@ typedef struct als_pool_stats {
      *  workers and shutdown alike. A submit into a parked pool wakes one
      *  worker; submits while a worker is spinning wake none. Shutdown wakes
      *  every worker, asleep or not, and each ending worker wakes the
-     *  others. */
+     *  others. Wakes of drain, future and group waiters are not counted. */
     uint64_t wakeups;
     /** FUTEX_WAKE system calls made to wake submitters blocked on a full
      *  queue (ALS_FULL_BLOCK), counted apart from wakeups. */
