@@ -5,7 +5,7 @@
  *   pool [--json] [--json-out FILE] [--quick] [--threads N] [--reps N] [--tasks N]
  *        [--chain N] [--fanout N] [--samples N] [--gap-us N]
  *        [--settle-ms N] [--requests N] [--inflight N] [--scenarios LIST]
- *        [--backends LIST]
+ *        [--backends LIST] [--workers LIST]
  *
  * Scenarios (sizes are options so that CI and tests can run tiny ones):
  *   spawn_many  --tasks empty tasks submitted from one thread, then wait
@@ -38,10 +38,16 @@
  * Ratios are "how many times better libals is" (> 1: libals ahead): for
  * throughput libals's tasks/s over the baseline's, for latency the
  * baseline's latency over libals's.
+ *
+ * libals's parks, wake-ups, submitter wake-ups and steals (als_pool_stats)
+ * are reported per 1000 tasks for every scenario. --workers 1,2,4,8,16
+ * repeats the run at each worker count, each in a child process, and
+ * prints a scaling table per scenario (pool_scaling.c).
  */
 #include "baseline_mutex_pool.h"
 #include "bench_util.h"
 #include "pool_backend.h"
+#include "pool_results.h"
 
 #include <als.h>
 
@@ -363,9 +369,50 @@ static size_t scenario_index(const char *name)
     abort(); /* a typo in the table above */
 }
 
-/* One timed run; returns its duration in ns. */
-static uint64_t run_once(const bench_backend *b, void *pool, const struct scenario *s, uint64_t n)
+/* ---- libals's scheduling counters -------------------------------------- */
+
+/* libals's counts now (als_pool_stats; all 0 for other backends, or against
+ * a library without them). */
+static struct sched sched_read(const bench_backend *b, void *pool)
 {
+    struct sched c = {0};
+#ifdef ALS_POOL_STATS_VERSION
+    als_pool_stats st;
+    if (b == &bench_backend_libals && als_pool_stats_get(pool, &st) == 0)
+        c = (struct sched){st.completed + st.failed, st.parks, st.wakeups, st.submitter_wakeups,
+                           st.steals};
+#else
+    (void)b, (void)pool;
+#endif
+    return c;
+}
+
+/* acc += (now - before); acc may be NULL (a warm-up run). */
+static void sched_add(struct sched *acc, const bench_backend *b, void *pool, struct sched before)
+{
+    if (!acc)
+        return;
+    struct sched now = sched_read(b, pool);
+    acc->tasks += now.tasks - before.tasks;
+    acc->parks += now.parks - before.parks;
+    acc->wakeups += now.wakeups - before.wakeups;
+    acc->submitter_wakeups += now.submitter_wakeups - before.submitter_wakeups;
+    acc->steals += now.steals - before.steals;
+}
+
+/* One table row of libals's counts per 1000 tasks. */
+static void sched_row(const char *label, const struct sched *c)
+{
+    printf("%-32s %8.2f %8.2f %8.2f %8.2f\n", label, per_1000(c->parks, c),
+           per_1000(c->wakeups, c), per_1000(c->submitter_wakeups, c), per_1000(c->steals, c));
+}
+
+/* One timed run; returns its duration in ns and adds libals's counts to
+ * acc (if not NULL). */
+static uint64_t run_once(const bench_backend *b, void *pool, const struct scenario *s, uint64_t n,
+                         struct sched *acc)
+{
+    struct sched before = sched_read(b, pool);
     cur_b = b;
     cur_pool = pool;
     cur_n = n;
@@ -374,6 +421,7 @@ static uint64_t run_once(const bench_backend *b, void *pool, const struct scenar
     uint64_t t0 = bench_now_ns();
     b->run(pool, s->fn, s->body, NULL);
     uint64_t t = bench_now_ns() - t0;
+    sched_add(acc, b, pool, before);
     uint64_t ran = counters_sum();
     if (ran != n) {
         fprintf(stderr, "%s/%s: %llu tasks ran, expected %llu\n", b->name, s->name,
@@ -421,14 +469,16 @@ static void body_latency(void *ctx)
 }
 
 static void latency_chunk(const bench_backend *b, void *pool, uint64_t *out, uint64_t n,
-                          uint64_t gap_ns)
+                          uint64_t gap_ns, struct sched *acc)
 {
     struct lat_run r = {out, n, gap_ns};
+    struct sched before = sched_read(b, pool);
     cur_b = b;
     cur_pool = pool;
     cur_n = n;
     counters_reset();
     b->run(pool, task_latency, body_latency, &r);
+    sched_add(acc, b, pool, before);
     if (counters_sum() != n) {
         fprintf(stderr, "%s/latency: wrong task count\n", b->name);
         exit(1);
@@ -523,8 +573,9 @@ static void body_requests(void *ctx)
 /* One timed run of n requests in waves of `inflight`; returns ns and
  * stores each request's latency in lat_out[0..n). */
 static uint64_t requests_once(const bench_backend *b, void *pool, struct request *reqs, uint64_t n,
-                              uint64_t inflight, uint64_t *lat_out)
+                              uint64_t inflight, uint64_t *lat_out, struct sched *acc)
 {
+    struct sched before = sched_read(b, pool);
     cur_b = b;
     cur_pool = pool;
     cur_n = n;
@@ -541,6 +592,7 @@ static uint64_t requests_once(const bench_backend *b, void *pool, struct request
         b->run(pool, task_subreq, body_requests, &w);
     }
     uint64_t t = bench_now_ns() - t0;
+    sched_add(acc, b, pool, before);
     if (counters_sum() != n * REQ_FANOUT) {
         fprintf(stderr, "%s/requests: wrong task count\n", b->name);
         exit(1);
@@ -552,25 +604,13 @@ static uint64_t requests_once(const bench_backend *b, void *pool, struct request
 
 /* ---- driver ------------------------------------------------------------ */
 
-#define MAX_REPS 64
+_Static_assert(NALL <= RESULTS_MAX_BACKENDS, "raise RESULTS_MAX_BACKENDS");
+_Static_assert(NSCEN <= RESULTS_MAX_SCENARIOS, "raise RESULTS_MAX_SCENARIOS");
 
-struct tp_result {
-    double runs[MAX_REPS]; /* ns per run */
-    double median_ns;
-    bool done;
-};
-
-struct req_result {
-    double runs[MAX_REPS]; /* ns per run */
-    double median_ns;
-    uint64_t p50, p99, max;
-};
-
-struct lat_result {
-    uint64_t p50, p90, p99, max;
-    double mean;
-    bool done;
-};
+/* This run's results: static memory, or with --workers the child's slot in
+ * memory shared with the parent (pool_scaling.c). */
+static struct results single_results;
+static struct results *R = &single_results;
 
 static void usage(FILE *f)
 {
@@ -579,6 +619,9 @@ static void usage(FILE *f)
           "  --json-out FILE   also write the JSON to FILE\n"
           "  --quick           a short run (20k tasks, 500 latency samples, 3 reps)\n"
           "  --threads N       worker threads for every backend (default: CPUs)\n"
+          "  --workers LIST    comma-separated worker counts (e.g. 1,2,4,8,16; may exceed\n"
+          "                    the CPUs): each count in a process of its own, then a\n"
+          "                    scaling table per scenario (and its JSON)\n"
           "  --reps N          timed runs per scenario and backend; median reported (5)\n"
           "  --tasks N         spawn_many and ctx tasks (1M)\n"
           "  --chain N         chained depth (1M)\n"
@@ -605,7 +648,7 @@ int main(int argc, char **argv)
     uint64_t nreq = 20000, inflight = 32;
     bool set_reps = false, set_tasks = false, set_chain = false, set_fanout = false,
          set_samples = false, set_req = false;
-    const char *scen_list = NULL, *back_list = NULL, *json_out = NULL;
+    const char *scen_list = NULL, *back_list = NULL, *json_out = NULL, *workers_list = NULL;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -646,6 +689,8 @@ int main(int argc, char **argv)
             scen_list = v;
         else if (strcmp(a, "--backends") == 0 && v)
             back_list = v;
+        else if (strcmp(a, "--workers") == 0 && v)
+            workers_list = v;
         else if (strcmp(a, "--json-out") == 0 && v)
             json_out = v;
         else {
@@ -689,10 +734,32 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    if (workers_list) {
+        struct results *res, *mine;
+        size_t nw;
+        int rc = pool_scaling_fork(workers_list, &res, &nw, &mine);
+        if (rc < 0)
+            return -rc;
+        if (rc == 0)
+            return pool_scaling_report(res, nw, json, json_out);
+        /* A child: measure at its worker count, quietly, into its slot. */
+        R = mine;
+        threads = mine->threads;
+        json = false;
+        json_out = NULL;
+    }
+    R->threads = threads;
+    R->reps = reps;
+    R->nreq = nreq;
+    R->nscen = NSCEN;
+    for (size_t s = 0; s < NSCEN; s++)
+        R->scen[s].name = scenarios[s].name, R->scen[s].label = scenarios[s].label,
+        R->scen[s].size = *scenarios[s].size;
+
     /* The backends of this run, each with its pool kept for the whole run
      * (pools are long-lived in real programs; creating threads is not what
      * is measured). */
-    const bench_backend *bk[NALL];
+    const bench_backend **bk = R->bk;
     void *pools[NALL];
     size_t nb = 0;
     for (size_t i = 0; i < NALL; i++) {
@@ -714,6 +781,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nb; i++)
         if (bk[i] == &bench_backend_libals)
             ials = i;
+    R->nb = nb;
+    R->ials = ials;
 
     for (unsigned j = 0; j < CTX_STORES; j++) {
         ctx_stores[j] = als_new(NULL);
@@ -723,19 +792,20 @@ int main(int argc, char **argv)
     }
 
     const uint64_t settle_ns = settle_ms * 1000000u;
-    static struct tp_result tp[NSCEN][NALL];
+    struct tp_result(*tp)[RESULTS_MAX_BACKENDS] = R->tp;
     for (size_t s = 0; s < NSCEN; s++) {
         if (!bench_in_list(scen_list, scenarios[s].name))
             continue;
         uint64_t n = *scenarios[s].size;
         uint64_t warm = n / 10 > 1000 ? n / 10 : (n < 1000 ? n : 1000);
         for (size_t b = 0; b < nb; b++) {
-            run_once(bk[b], pools[b], &scenarios[s], warm);
+            run_once(bk[b], pools[b], &scenarios[s], warm, NULL);
             bench_sleep_ns(settle_ns);
         }
         for (uint64_t r = 0; r < reps; r++) {
             for (size_t b = 0; b < nb; b++) {
-                tp[s][b].runs[r] = (double)run_once(bk[b], pools[b], &scenarios[s], n);
+                tp[s][b].runs[r] =
+                    (double)run_once(bk[b], pools[b], &scenarios[s], n, &tp[s][b].sched);
                 bench_sleep_ns(settle_ns);
             }
         }
@@ -747,26 +817,28 @@ int main(int argc, char **argv)
         }
     }
 
-    static struct lat_result lat[NALL];
-    bool do_lat = bench_in_list(scen_list, "latency");
+    struct lat_result *lat = R->lat;
+    bool do_lat = R->do_lat = bench_in_list(scen_list, "latency");
     if (do_lat) {
         /* Backends whose submitter is a team member get one more thread, so
          * that `threads` workers sit idle in every backend. */
         void *lpools[NALL];
         uint64_t *lsamples[NALL];
+        struct sched lsched[NALL] = {{0}};
         for (size_t b = 0; b < nb; b++) {
             lpools[b] = bk[b]->submitter_in_team ? bk[b]->create(threads + 1) : pools[b];
             lsamples[b] = malloc(samples * sizeof(uint64_t));
             if (!lpools[b] || !lsamples[b])
                 return 1;
             uint64_t warm[20];
-            latency_chunk(bk[b], lpools[b], warm, 20, gap_us * 1000u);
+            latency_chunk(bk[b], lpools[b], warm, 20, gap_us * 1000u, NULL);
         }
         uint64_t chunk = (samples + reps - 1) / reps;
         for (uint64_t done = 0; done < samples; done += chunk) {
             uint64_t m = samples - done < chunk ? samples - done : chunk;
             for (size_t b = 0; b < nb; b++) {
-                latency_chunk(bk[b], lpools[b], lsamples[b] + done, m, gap_us * 1000u);
+                latency_chunk(bk[b], lpools[b], lsamples[b] + done, m, gap_us * 1000u,
+                              &lsched[b]);
                 bench_sleep_ns(settle_ns);
             }
         }
@@ -783,6 +855,7 @@ int main(int argc, char **argv)
                 .max = v[samples - 1],
                 .mean = sum / (double)samples,
                 .done = true,
+                .sched = lsched[b],
             };
             free(v);
             if (lpools[b] != pools[b])
@@ -790,8 +863,8 @@ int main(int argc, char **argv)
         }
     }
 
-    static struct req_result rq[NALL];
-    bool do_req = bench_in_list(scen_list, "requests");
+    struct req_result *rq = R->rq;
+    bool do_req = R->do_req = bench_in_list(scen_list, "requests");
     if (do_req) {
         trace_store = als_new(NULL);
         struct request *reqs = calloc(nreq, sizeof *reqs);
@@ -808,13 +881,13 @@ int main(int argc, char **argv)
             return 1;
         uint64_t warm = nreq / 10 > 100 ? nreq / 10 : (nreq < 100 ? nreq : 100);
         for (size_t b = 0; b < nb; b++) {
-            requests_once(bk[b], pools[b], reqs, warm, inflight, rl[b]);
+            requests_once(bk[b], pools[b], reqs, warm, inflight, rl[b], NULL);
             bench_sleep_ns(settle_ns);
         }
         for (uint64_t r = 0; r < reps; r++) {
             for (size_t b = 0; b < nb; b++) {
                 rq[b].runs[r] = (double)requests_once(bk[b], pools[b], reqs, nreq, inflight,
-                                                      rl[b] + r * nreq);
+                                                      rl[b] + r * nreq, &rq[b].sched);
                 bench_sleep_ns(settle_ns);
             }
         }
@@ -904,7 +977,10 @@ int main(int argc, char **argv)
                         (double)n * 1e9 / t->median_ns);
                 for (uint64_t r = 0; r < reps; r++)
                     fprintf(jf, "%s%.0f", r ? ", " : "", t->runs[r]);
-                fprintf(jf, "]}");
+                fprintf(jf, "]");
+                if (b == ials)
+                    sched_json(jf, &t->sched);
+                fprintf(jf, "}");
             }
             fprintf(jf, "\n    }");
             if (ials < nb) {
@@ -925,13 +1001,17 @@ int main(int argc, char **argv)
         if (do_lat) {
             fprintf(jf, ",\n  \"latency\": {\"samples\": %llu, \"gap_us\": %llu, \"results\": {",
                     (unsigned long long)samples, (unsigned long long)gap_us);
-            for (size_t b = 0; b < nb; b++)
+            for (size_t b = 0; b < nb; b++) {
                 fprintf(jf,
                         "%s\n    \"%s\": {\"p50_ns\": %llu, \"p90_ns\": %llu, "
-                        "\"p99_ns\": %llu, \"max_ns\": %llu, \"mean_ns\": %.0f}",
+                        "\"p99_ns\": %llu, \"max_ns\": %llu, \"mean_ns\": %.0f",
                         b ? "," : "", bk[b]->name, (unsigned long long)lat[b].p50,
                         (unsigned long long)lat[b].p90, (unsigned long long)lat[b].p99,
                         (unsigned long long)lat[b].max, lat[b].mean);
+                if (b == ials)
+                    sched_json(jf, &lat[b].sched);
+                fprintf(jf, "}");
+            }
             fprintf(jf, "\n  }}");
         }
         if (do_req) {
@@ -950,7 +1030,10 @@ int main(int argc, char **argv)
                         (unsigned long long)rq[b].max);
                 for (uint64_t r = 0; r < reps; r++)
                     fprintf(jf, "%s%.0f", r ? ", " : "", rq[b].runs[r]);
-                fprintf(jf, "]}");
+                fprintf(jf, "]");
+                if (b == ials)
+                    sched_json(jf, &rq[b].sched);
+                fprintf(jf, "}");
             }
             fprintf(jf, "\n    }}");
         }
@@ -1074,6 +1157,19 @@ int main(int argc, char **argv)
                 printf(" %7.2fx", rq[ials].p99 ? (double)rq[b].p99 / (double)rq[ials].p99 : 0);
         }
         printf("\n");
+    }
+
+    if (!json && ials < nb) {
+        printf("\nlibals scheduling, per 1000 tasks (system calls and steals; "
+               "machine-independent)\n%-32s %8s %8s %8s %8s\n",
+               "scenario", "parks", "wakeups", "sub.wake", "steals");
+        for (size_t s = 0; s < NSCEN; s++)
+            if (tp[s][ials].done)
+                sched_row(scenarios[s].label, &tp[s][ials].sched);
+        if (do_lat)
+            sched_row("latency", &lat[ials].sched);
+        if (do_req)
+            sched_row("requests", &rq[ials].sched);
     }
 
     if (!json && ntargets) {

@@ -108,6 +108,17 @@ def main():
             for k in ("p50", "p90", "p99", "max"):
                 w(f"| {k} | " + " | ".join(fmt(res[b][k + '_ns'] / 1e3, 1) for b in backends) + " |")
             w("")
+        counts = sched_rows(r)
+        if counts:
+            w("libals scheduling per 1000 tasks: futex waits of workers (parks), futex wakes of "
+              "workers and of blocked submitters, steals. System calls per task do not depend "
+              "on the machine's noise.\n")
+            w("| scenario | parks | wake-ups | submitter wake-ups | steals |")
+            w("|---|---:|---:|---:|---:|")
+            for sn, c in counts:
+                w(f"| {sn} | {fmt(c['parks'])} | {fmt(c['wakeups'])} | "
+                  f"{fmt(c['submitter_wakeups'])} | {fmt(c['steals'])} |")
+            w("")
         if "libals_ctx4_over_ctx0" in r:
             w(f"libals context cost: ctx4 / ctx0 time = {r['libals_ctx4_over_ctx0']:.3f}.\n")
 
@@ -150,6 +161,17 @@ def main():
             w(f"![{p}]({p})\n")
     with open(base + ".md", "w") as f:
         f.write("\n".join(md))
+
+
+def sched_rows(r):
+    """(scenario, libals per_1000_tasks) of one bench/pool run, if measured."""
+    rows = [(s["scenario"], s["results"]["libals"]["per_1000_tasks"]) for s in r["throughput"]
+            if "per_1000_tasks" in s["results"].get("libals", {})]
+    for sn in ("requests", "latency"):
+        lib = r.get(sn, {}).get("results", {}).get("libals", {})
+        if "per_1000_tasks" in lib:
+            rows.append((sn, lib["per_1000_tasks"]))
+    return rows
 
 
 def plots(out, date, ctx, pools, backends):

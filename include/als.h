@@ -415,7 +415,18 @@ typedef struct als_task {
     unsigned flags;            /**< 0 or ALS_TASK_DETACHED */
 } als_task;
 
-/** Counters. queued and running are exact whenever the pool is quiescent. */
+/** Which fields als_pool_stats has: 2 added parks, wakeups,
+ *  submitter_wakeups and steals. Fields are only ever appended, and each
+ *  addition raises this number; the struct's size is part of the ABI
+ *  (als_pool_stats_get writes all of it), so once a version is released an
+ *  addition also raises ALS_VERSION_MAJOR (the SONAME). */
+#define ALS_POOL_STATS_VERSION 2
+
+/** Counters. queued and running are exact whenever the pool is quiescent.
+ *  The scheduling counters (parks to steals) are what the pool's design
+ *  costs, independent of the machine's speed: compare them per task. Each
+ *  is exact once the threads that bump it are quiet; a pool's workers may
+ *  still be parking for a moment after a drain returns. */
 typedef struct als_pool_stats {
     uint64_t submitted;        /**< accepted tasks */
     uint64_t completed;        /**< fn returned 0 */
@@ -425,6 +436,22 @@ typedef struct als_pool_stats {
     uint64_t queued;           /**< accepted, not started */
     uint64_t running;          /**< started, not finished */
     unsigned threads;          /**< worker threads */
+    /* ALS_POOL_STATS_VERSION 2 */
+    /** Times a worker found no work and went to sleep on its futex (a
+     *  FUTEX_WAIT system call; spinning without sleeping is not counted). */
+    uint64_t parks;
+    /** FUTEX_WAKE system calls made to wake a worker, by submitters,
+     *  workers and shutdown alike. A submit into a parked pool wakes one
+     *  worker; submits while a worker is spinning wake none. Shutdown wakes
+     *  every worker, asleep or not, and each ending worker wakes the
+     *  others. Wakes of drain, future and group waiters are not counted. */
+    uint64_t wakeups;
+    /** FUTEX_WAKE system calls made to wake submitters blocked on a full
+     *  queue (ALS_FULL_BLOCK), counted apart from wakeups. */
+    uint64_t submitter_wakeups;
+    /** Tasks a worker took from another worker's queue: always 0 until the
+     *  scheduler steals (issue 12). */
+    uint64_t steals;
 } als_pool_stats;
 
 /** Starts a pool. @p opts may be NULL (all defaults). NULL on failure

@@ -131,8 +131,22 @@ static uint64_t idle_after_publish(als_pool_t *pool, unsigned i)
 #endif
 }
 
+/* Counts a futex wake system call the caller is about to make: on its own
+ * line if it is one of the pool's workers, else on the outside submitters'
+ * line (a wake-up costs a system call; one more atomic add is noise). */
+static void count_wake(als_pool_t *pool, bool submitters)
+{
+    struct worker *me = own_worker(pool);
+    if (me)
+        bump(submitters ? &me->submitter_wakeups : &me->wakeups, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(submitters ? &pool->ext_submitter_wakeups : &pool->ext_wakeups,
+                                  1, memory_order_relaxed);
+}
+
 static void worker_wake(struct worker *w)
 {
+    count_wake(w->pool, false);
     atomic_fetch_add_explicit(&w->wake, 1, memory_order_release);
     futex_wake(&w->wake, 1);
 }
@@ -172,6 +186,7 @@ static void wake_all(als_pool_t *pool)
     for (unsigned i = 0; i < pool->nthreads; i++)
         worker_wake(&pool->workers[i]);
     atomic_fetch_add_explicit(&pool->room_seq, 1, memory_order_seq_cst);
+    count_wake(pool, true);
     futex_wake(&pool->room_seq, INT_MAX);
 }
 
@@ -648,6 +663,7 @@ static struct task *task_take(struct worker *w)
     if (t && atomic_load_explicit(&pool->room_waiters, memory_order_relaxed) &&
         als__queue_length(&pool->q) <= pool->room_mark) {
         atomic_fetch_add_explicit(&pool->room_seq, 1, memory_order_release);
+        bump(&w->submitter_wakeups, memory_order_relaxed);
         futex_wake(&pool->room_seq, INT_MAX);
     }
     return t;
@@ -665,8 +681,10 @@ static void worker_park(struct worker *w)
     bool stay = als__queue_length(&pool->q) > 0 ||
                 (atomic_load_explicit(&pool->state, memory_order_seq_cst) != RUNNING &&
                  in_flight(pool) == 0);
-    if (!stay)
+    if (!stay) {
+        bump(&w->parks, memory_order_relaxed);
         futex_wait(&w->wake, seq);
+    }
     /* A waker that claimed us cleared the bit already; otherwise (work
      * found, spurious wake, wake_all) we withdraw. A claim racing with the
      * withdrawal costs one spare wake-up of a worker that is awake. */
@@ -1234,6 +1252,14 @@ int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out)
         submitted += atomic_load_explicit(&w->submitted, memory_order_relaxed);
     }
     submitted += atomic_load_explicit(&pool->ext_submitted, memory_order_relaxed);
+    uint64_t parks = 0, wakeups = atomic_load_explicit(&pool->ext_wakeups, memory_order_relaxed),
+             sub_wakeups = atomic_load_explicit(&pool->ext_submitter_wakeups, memory_order_relaxed);
+    for (unsigned i = 0; i < pool->nthreads; i++) {
+        const struct worker *w = &pool->workers[i];
+        parks += atomic_load_explicit(&w->parks, memory_order_relaxed);
+        wakeups += atomic_load_explicit(&w->wakeups, memory_order_relaxed);
+        sub_wakeups += atomic_load_explicit(&w->submitter_wakeups, memory_order_relaxed);
+    }
     uint64_t completed = done - failed - cancelled;
     *out = (als_pool_stats){
         .submitted = submitted,
@@ -1245,6 +1271,10 @@ int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out)
         .queued = submitted > started + cancelled ? submitted - started - cancelled : 0,
         .running = started > completed + failed ? started - completed - failed : 0,
         .threads = pool->nthreads,
+        .parks = parks,
+        .wakeups = wakeups,
+        .submitter_wakeups = sub_wakeups,
+        .steals = 0, /* no worker steals from another yet */
     };
     return 0;
 }

@@ -41,6 +41,7 @@ struct worker {
     _Alignas(ALS__CACHELINE)
     /* Written by this worker's thread only (stats read them racily). */
     _Atomic uint64_t submitted, started, done, failed, cancelled;
+    _Atomic uint64_t parks, wakeups, submitter_wakeups; /* see count_wake */
     _Atomic uint32_t wake;        /* futex word this worker parks on */
     als_pool_t *pool;
     struct als_snapshot *held;    /* deferred frame references (task_finish) */
@@ -83,6 +84,7 @@ struct als_pool {
     _Atomic unsigned small_len;
     _Alignas(ALS__CACHELINE) _Atomic uint64_t ext_submitted; /* outside submits */
     _Atomic uint64_t rejected;
+    _Atomic uint64_t ext_wakeups, ext_submitter_wakeups; /* by other threads */
     _Alignas(ALS__CACHELINE) _Atomic uint32_t spinning; /* idle, not parked */
     _Atomic uint64_t *idle;       /* bit per parked worker (own lines) */
     unsigned idle_words;
