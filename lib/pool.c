@@ -353,13 +353,19 @@ void als__block_free(void *p)
 
 /* ---- running tasks ---------------------------------------------------- */
 
-/* Drops the frame references this worker deferred (see task_finish). */
+/* Drops the frame references this worker deferred (see task_finish). The
+ * list is detached before it is released: a destroy callback may run a
+ * task on this thread (an inline submit into a full pool, a helping wait),
+ * whose task_finish defers its own reference here; those are dropped too
+ * before this returns. */
 static void drop_held(struct worker *w)
 {
-    if (w->held) {
-        als__frame_release_n(w->held, w->held_n);
+    while (w->held) {
+        struct als_snapshot *f = w->held;
+        uint32_t n = w->held_n;
         w->held = NULL;
         w->held_n = 0;
+        als__frame_release_n(f, n);
     }
 }
 
