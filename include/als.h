@@ -412,12 +412,16 @@ ALS_API int als_future_wait(als_future_t *f, int64_t timeout_ns, void **result);
 
 /** When @p f completes, fn(result of f) runs on @p pool inside the context
  *  captured now, and *out completes with its result. Always asynchronous,
- *  also when f has completed already. If f is cancelled, *out is cancelled
- *  too and fn never runs (then on a cancelled future returns 0). The
- *  continuation is accepted by this call: a full ALS_FULL_REJECT pool does
- *  not refuse it later (it waits for room, or runs inline on a worker of
- *  that pool); if @p pool is shut down before f completes, *out is
- *  cancelled. Its trigger id is the execution id of the caller of then.
+ *  also when f has completed already: this call never runs fn and never
+ *  waits for room; where @p pool's queue is full, the continuation goes to
+ *  the pool's timer thread, which queues it as soon as there is room. If f
+ *  is cancelled, *out is cancelled too and fn never runs (then on a
+ *  cancelled future returns 0). The continuation is accepted by this call:
+ *  a full ALS_FULL_REJECT pool does not refuse it later (when f completes
+ *  it waits for room, or runs inline on a worker of that pool); if @p pool
+ *  is shut down or freed before f completes, *out is cancelled (a pending
+ *  continuation keeps a freed pool's memory, not its threads, until then).
+ *  Its trigger id is the execution id of the caller of then.
  *  Returns 0, ALS_EINVAL (NULL argument), ALS_ESHUTDOWN (pool shut down)
  *  or ALS_ENOMEM; on failure *out is left untouched. */
 ALS_API int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t **out);

@@ -776,6 +776,16 @@ static bool push_wait(als_pool_t *pool, struct task *t, bool any_state)
     }
 }
 
+/* Hands an accepted task to the timer thread, which queues it after
+ * `delay_ns` (0: as soon as the ring has room). */
+static int timer_hand(als_pool_t *pool, struct worker *w, struct task *t, uint64_t delay_ns)
+{
+    int rc = als__timer_add(pool, t, delay_ns);
+    if (rc)
+        task_discard(pool, w, t);
+    return rc;
+}
+
 void als__push_accepted(als_pool_t *pool, struct task *t)
 {
     if (!ring_push(pool, t))
@@ -830,12 +840,8 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
                   : detached       ? 0
                                    : als_execution_async_id();
 
-    if (sp->delay_ns) {
-        int rc = als__timer_add(pool, t, sp->delay_ns);
-        if (rc)
-            task_discard(pool, w, t);
-        return rc;
-    }
+    if (sp->delay_ns)
+        return timer_hand(pool, w, t, sp->delay_ns);
 
     if (w) {
         /* The newest task goes to this worker's LIFO slot; the one it
@@ -855,6 +861,8 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
             task_discard(pool, w, t);
             return ALS_EFULL;
         }
+        if (sp->no_inline)
+            return timer_hand(pool, w, t, 0);
         /* BLOCK policy, full pool, submitted by its own worker: waiting could
          * deadlock (every worker might be waiting), so run it here. */
         task_run(w, t);
@@ -870,6 +878,8 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
         task_discard(pool, NULL, t);
         return ALS_EFULL;
     }
+    if (sp->no_inline)
+        return timer_hand(pool, NULL, t, 0);
     if (!push_wait(pool, t, false)) {
         task_discard(pool, NULL, t);
         return ALS_ESHUTDOWN;
@@ -1042,6 +1052,20 @@ static unsigned round_pow2(unsigned n)
     return p;
 }
 
+static void pool_release(als_pool_t *pool);
+
+void als__pool_ref(als_pool_t *pool)
+{
+    atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
+}
+
+void als__pool_unref(als_pool_t *pool)
+{
+    /* acq_rel: whoever frees sees every use made under the other refs. */
+    if (atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_acq_rel) == 1)
+        pool_release(pool);
+}
+
 static void pool_release(als_pool_t *pool)
 {
     als__queue_fini(&pool->q);
@@ -1102,6 +1126,7 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
         free(pool);
         return NULL;
     }
+    atomic_init(&pool->refs, 1);
     pthread_mutex_init(&pool->stop_mu, NULL);
     pthread_cond_init(&pool->stop_cv, NULL);
     pthread_mutex_init(&pool->timers.mu, NULL);
@@ -1200,7 +1225,7 @@ void als_pool_free(als_pool_t *pool)
         return;
     }
     als_pool_shutdown(pool, ALS_SHUTDOWN_DRAIN);
-    pool_release(pool);
+    als__pool_unref(pool);
 }
 
 int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out)

@@ -91,6 +91,10 @@ struct als_pool {
     _Atomic uint32_t drain_waiters;
     _Atomic uint32_t drain_seq;
     _Atomic int state;
+    _Atomic uint32_t refs;        /* the owner's, and one per pending
+                                     continuation (future.c): the memory
+                                     outlives als_pool_free until those
+                                     settle */
     pthread_mutex_t stop_mu;      /* shutdown callers only */
     pthread_cond_t stop_cv;
     bool joining, joined;
@@ -120,6 +124,9 @@ struct als__spec {
     bool no_reject;               /* accepted earlier (a continuation):
                                      a full REJECT pool blocks or runs it
                                      inline instead of refusing */
+    bool no_inline;               /* never run or wait inside the call
+                                     (als_future_then): a full ring hands
+                                     the task to the timer thread */
 };
 
 /* pool.c */
@@ -130,6 +137,10 @@ struct worker *als__self(void);
  * pool's state (the task was accepted: it must reach a worker). */
 void als__push_accepted(als_pool_t *pool, struct task *t);
 void als__wake_all(als_pool_t *pool);
+/* One more reference to the pool's memory (not to its workers), and its
+ * release: the last one frees the memory of a pool freed already. */
+void als__pool_ref(als_pool_t *pool);
+void als__pool_unref(als_pool_t *pool);
 /* Waits until done(ctx) is true or the CLOCK_MONOTONIC deadline (ns, or
  * UINT64_MAX) passes, sleeping on `word` (a futex word the completer bumps
  * and wakes) while `*waiting` counts this waiter. A worker of a pool runs

@@ -4,6 +4,10 @@
  * - a destroy callback that runs a nested task on a worker (an inline
  *   submit into its own full BLOCK pool, or a helping future wait): every
  *   value is still destroyed exactly once.
+ * - als_future_then into a pool freed before the source completes: the
+ *   continuation is cancelled and the freed pool never touched.
+ * - als_future_then on a worker of its own full BLOCK pool, the source
+ *   completed: the continuation does not run inside the call.
  *
  * Assertions run on the main thread only: tasks and callbacks record what
  * they saw and the test checks it after a drain, free or join.
@@ -16,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <malloc.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -157,11 +162,114 @@ static void test_destroy_waits_on_future(void **state)
     run_nested_destroy(NEST_WAIT);
 }
 
+/* ---- 2: a continuation into a pool freed before its source completes -- */
+
+static _Atomic int cont_ran;
+
+static void *cont_fn(void *arg)
+{
+    atomic_fetch_add(&cont_ran, 1);
+    return arg;
+}
+
+static void *gate_fn(void *arg)
+{
+    gate_pass(arg);
+    return NULL;
+}
+
+static void test_then_into_freed_pool(void **state)
+{
+    (void)state;
+    atomic_store(&cont_ran, 0);
+    als_pool_t *a = als_pool_new(&(als_pool_options){ .threads = 1 });
+    als_pool_t *b = als_pool_new(&(als_pool_options){ .threads = 1 });
+    assert_non_null(a);
+    assert_non_null(b);
+    struct gate g;
+    gate_init(&g);
+    als_future_t *f, *then;
+    assert_int_equal(als_submit_future(a, gate_fn, &g, &f), 0);
+    gate_await_arrivals(&g, 1);
+    assert_int_equal(als_future_then(f, b, cont_fn, &then), 0);
+    /* glibc fills freed memory with this byte: a continuation that still
+     * reached b would crash in plain builds (ASan reports the use). */
+    mallopt(M_PERTURB, 0xa5);
+    als_pool_free(b);
+    gate_open(&g);
+    assert_int_equal(als_future_wait(then, -1, NULL), ALS_ECANCELED);
+    assert_int_equal(als_future_wait(f, -1, NULL), 0);
+    als_future_release(then);
+    als_future_release(f);
+    als_pool_free(a);
+    mallopt(M_PERTURB, 0);
+    gate_destroy(&g);
+    assert_int_equal(atomic_load(&cont_ran), 0);
+}
+
+/* ---- 4: als_future_then never runs the continuation inside the call ---- */
+
+static struct {
+    als_pool_t *pool;
+    als_future_t *src, *then;
+    _Atomic int in_then;       /* the task is inside als_future_then */
+    _Atomic int ran_inside;    /* the continuation ran while it was */
+    int rc;
+} th;
+
+static void *then_cont(void *arg)
+{
+    if (atomic_load(&th.in_then))
+        atomic_store(&th.ran_inside, 1);
+    return arg;
+}
+
+/* On the only worker of a BLOCK pool with room for one task: two submits
+ * fill its slot and the ring, so the pool is full when `then` is called. */
+static int then_on_full_pool(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 2; i++)
+        if (als_submit(th.pool, noop_task, NULL) != 0)
+            return 1;
+    atomic_store(&th.in_then, 1);
+    th.rc = als_future_then(th.src, th.pool, then_cont, &th.then);
+    atomic_store(&th.in_then, 0);
+    return 0;
+}
+
+static void *const_fn(void *arg)
+{
+    return arg;
+}
+
+static void test_then_never_inline(void **state)
+{
+    (void)state;
+    memset(&th, 0, sizeof th);
+    th.pool = als_pool_new(&(als_pool_options){ .threads = 1, .queue_capacity = 1 });
+    assert_non_null(th.pool);
+    assert_int_equal(als_submit_future(th.pool, const_fn, &th, &th.src), 0);
+    assert_int_equal(als_future_wait(th.src, -1, NULL), 0); /* completed */
+    assert_int_equal(als_submit(th.pool, then_on_full_pool, NULL), 0);
+    assert_int_equal(als_pool_drain(th.pool), 0);
+    assert_int_equal(th.rc, 0);
+    void *res = NULL;
+    assert_int_equal(als_future_wait(th.then, -1, &res), 0);
+    assert_ptr_equal(res, &th);
+    assert_int_equal(atomic_load(&th.ran_inside), 0);
+    als_future_release(th.then);
+    als_future_release(th.src);
+    als_pool_free(th.pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_destroy_submits_inline),
         cmocka_unit_test(test_destroy_waits_on_future),
+        cmocka_unit_test(test_then_into_freed_pool),
+        cmocka_unit_test(test_then_never_inline),
     };
     return cmocka_run_group_tests_name("pool_lifecycle", tests, NULL, NULL);
 }
