@@ -407,7 +407,13 @@ ALS_API int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future
 
 /** Waits for @p f: 0 and its result in *result (if @p result is not NULL),
  *  ALS_ETIMEDOUT after @p timeout_ns (< 0: no limit), ALS_ECANCELED when
- *  the pool dropped the task, ALS_EINVAL for NULL. */
+ *  the pool dropped the task, ALS_EINVAL for NULL, ALS_EDEADLK at once
+ *  (whatever the timeout) when the calling thread is running f's own task
+ *  (its fn, at any depth of nested runs), which would wait for itself.
+ *  Longer cycles are not detected and wait until the timeout (forever with
+ *  a negative one): a task waiting for a future whose fn waits for that
+ *  task's own future or group, a future's fn waiting for a continuation of
+ *  itself, a cancel callback waiting for its own task's future. */
 ALS_API int als_future_wait(als_future_t *f, int64_t timeout_ns, void **result);
 
 /** When @p f completes, fn(result of f) runs on @p pool inside the context
@@ -445,7 +451,11 @@ ALS_API int als_group_submit(als_group_t *g, als_pool_t *pool, als_task_fn fn, v
 /** Waits until every task of @p g has finished. Returns the first non-zero
  *  task result in completion order, else ALS_ECANCELED if tasks were
  *  cancelled, else 0; ALS_ETIMEDOUT after @p timeout_ns (< 0: no limit);
- *  ALS_EINVAL for NULL. */
+ *  ALS_EINVAL for NULL; ALS_EDEADLK at once (whatever the timeout) when
+ *  the calling thread is running a task of @p g (at any depth of nested
+ *  runs), which would wait for itself. A task waiting for a group that one
+ *  of its own waiters belongs to (a longer cycle) is not detected and
+ *  waits until the timeout. */
 ALS_API int als_group_wait(als_group_t *g, int64_t timeout_ns);
 
 /** Releases the group, from any thread, even with tasks pending (they

@@ -230,6 +230,8 @@ int als_future_wait(als_future_t *f, int64_t timeout_ns, void **result)
 {
     if (!f)
         return ALS_EINVAL;
+    if (als__runs_own(NULL, f))
+        return ALS_EDEADLK;
     if (als__wait(settled, f, &f->seq, &f->waiting, als__deadline(timeout_ns)))
         return ALS_ETIMEDOUT;
     if (atomic_load_explicit(&f->state, memory_order_acquire) == CANCELLED)

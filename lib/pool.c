@@ -470,12 +470,24 @@ static int task_call(struct worker *w, struct task *t)
 {
     int rc = 0;
     w->running++;
+    t->next = w->cur;
+    w->cur = t;
     if (t->future)
         als__future_task(t); /* completes the future inside the context */
     else
         rc = t->fn(t->arg);
+    w->cur = t->next;
     w->running--;
     return rc;
+}
+
+bool als__runs_own(const struct als_group *g, const struct als_future *f)
+{
+    struct worker *w = self;
+    for (const struct task *t = w ? w->cur : NULL; t; t = t->next)
+        if ((g && t->group == g) || (f && t->future == f))
+            return true;
+    return false;
 }
 
 static void task_failed(struct worker *w, struct task *t, int rc, uint64_t id);

@@ -26,7 +26,8 @@ struct als_future;
 struct als_group;
 
 struct task {
-    struct task *next;            /* free-list link */
+    struct task *next;            /* free-list link; while running: the
+                                     task it runs inside (worker.cur) */
     unsigned chain_n;             /* records in a free chain (first record) */
     als_task_fn fn;               /* NULL for a future's task */
     void *arg;
@@ -50,6 +51,8 @@ struct worker {
     unsigned streak;              /* LIFO-slot tasks taken in a row */
     uintptr_t inline_floor;       /* inline runs only above this stack address */
     unsigned running;             /* tasks running on this thread's stack */
+    struct task *cur;             /* innermost of them with a record (a
+                                     list through task.next), or NULL */
     struct task *batch[POP_BATCH]; /* taken off the ring, not yet run */
     unsigned batch_i, batch_n;    /* batch[batch_i..batch_n) remain */
     struct als_snapshot *kept;    /* frame `ks` entered (a reference), or NULL */
@@ -137,6 +140,10 @@ struct worker *als__self(void);
  * pool's state (the task was accepted: it must reach a worker). */
 void als__push_accepted(als_pool_t *pool, struct task *t);
 void als__wake_all(als_pool_t *pool);
+/* Whether the calling thread is running, at any depth, a task of group `g`
+ * or the task that completes future `f` (either may be NULL): waiting for
+ * it here would wait for itself. */
+bool als__runs_own(const struct als_group *g, const struct als_future *f);
 /* One more reference to the pool's memory (not to its workers), and its
  * release: the last one frees the memory of a pool freed already. */
 void als__pool_ref(als_pool_t *pool);

@@ -8,6 +8,8 @@
  *   continuation is cancelled and the freed pool never touched.
  * - als_future_then on a worker of its own full BLOCK pool, the source
  *   completed: the continuation does not run inside the call.
+ * - A group task waiting for its own group, a future's task for its own
+ *   future: ALS_EDEADLK.
  *
  * Assertions run on the main thread only: tasks and callbacks record what
  * they saw and the test checks it after a drain, free or join.
@@ -263,6 +265,64 @@ static void test_then_never_inline(void **state)
     als_pool_free(th.pool);
 }
 
+/* ---- 5: self-waits ----------------------------------------------------- */
+
+/* A detected self-wait returns at once; one that is not fails the test
+ * with ALS_ETIMEDOUT instead of hanging it. */
+#define SELF_WAIT_NS (5 * 1000000000LL)
+
+static struct {
+    struct gate g;
+    als_group_t *group;
+    als_future_t *f;
+    int rc;
+} sw;
+
+static int group_self_wait(void *arg)
+{
+    (void)arg;
+    sw.rc = als_group_wait(sw.group, SELF_WAIT_NS);
+    return 0;
+}
+
+static void *future_self_wait(void *arg)
+{
+    (void)arg;
+    gate_pass(&sw.g); /* sw.f is set */
+    sw.rc = als_future_wait(sw.f, SELF_WAIT_NS, NULL);
+    return NULL;
+}
+
+static void test_group_self_wait(void **state)
+{
+    (void)state;
+    memset(&sw, 0, sizeof sw);
+    als_pool_t *p = als_pool_new(&(als_pool_options){ .threads = 2 });
+    assert_non_null(p);
+    assert_non_null(sw.group = als_group_new());
+    assert_int_equal(als_group_submit(sw.group, p, group_self_wait, NULL), 0);
+    assert_int_equal(als_group_wait(sw.group, -1), 0);
+    assert_int_equal(sw.rc, ALS_EDEADLK);
+    als_group_free(sw.group);
+    als_pool_free(p);
+}
+
+static void test_future_self_wait(void **state)
+{
+    (void)state;
+    memset(&sw, 0, sizeof sw);
+    gate_init(&sw.g);
+    als_pool_t *p = als_pool_new(&(als_pool_options){ .threads = 2 });
+    assert_non_null(p);
+    assert_int_equal(als_submit_future(p, future_self_wait, NULL, &sw.f), 0);
+    gate_open(&sw.g);
+    assert_int_equal(als_future_wait(sw.f, -1, NULL), 0);
+    assert_int_equal(sw.rc, ALS_EDEADLK);
+    als_future_release(sw.f);
+    als_pool_free(p);
+    gate_destroy(&sw.g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -270,6 +330,8 @@ int main(void)
         cmocka_unit_test(test_destroy_waits_on_future),
         cmocka_unit_test(test_then_into_freed_pool),
         cmocka_unit_test(test_then_never_inline),
+        cmocka_unit_test(test_group_self_wait),
+        cmocka_unit_test(test_future_self_wait),
     };
     return cmocka_run_group_tests_name("pool_lifecycle", tests, NULL, NULL);
 }
