@@ -269,6 +269,19 @@ ALS_API int als_thread_create(pthread_t *thread, const pthread_attr_t *attr,
  *  releases the snapshot (so destroy callbacks may run on worker threads).
  *  Each task runs with a fresh execution async id whose trigger id is the
  *  submitter's execution id.
+ *
+ *  fork(): as with any thread pool, do not use a pool across fork(). POSIX
+ *  allows the child of a multithreaded process only async-signal-safe
+ *  functions until it calls exec; create pools after forking, or have the
+ *  child exec or _exit. What libals does anyway: in the child, every pool
+ *  created before the fork has no workers and refuses work (als_submit and
+ *  its variants, als_group_submit and als_future_then return
+ *  ALS_ESHUTDOWN); tasks it had accepted never run there, nor are they
+ *  cancelled; als_pool_drain and als_pool_shutdown return 0 at once; and
+ *  als_pool_free frees it without waiting for workers. Stores, contexts,
+ *  snapshots and the trace module keep working in the child. Forking from
+ *  inside a pool task leaves the child on a copy of that worker: it must
+ *  exec or _exit.
  *  @{ */
 
 /** A pool task. A non-zero return means the task failed. */

@@ -1064,6 +1064,68 @@ static unsigned round_pow2(unsigned n)
     return p;
 }
 
+/* ---- fork --------------------------------------------------------------
+ * A fork() child has one thread, the one that forked: no pool created
+ * before has workers there, and its locks may be held by threads that are
+ * gone. The child handler marks every live pool: it refuses work (STOPPED,
+ * so every submit path answers ALS_ESHUTDOWN), drain and shutdown return at
+ * once, and als_pool_free releases the memory without joining or touching
+ * its locks. The record slabs' lock is held across fork, so the child can
+ * still allocate records. */
+
+static pthread_mutex_t pools_mu = PTHREAD_MUTEX_INITIALIZER;
+static als_pool_t *pools;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static bool fork_ok;
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&pools_mu);
+    pthread_mutex_lock(&slabs_mu);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&slabs_mu);
+    pthread_mutex_unlock(&pools_mu);
+}
+
+static void fork_child(void)
+{
+    for (als_pool_t *p = pools; p; p = p->reg_next) {
+        p->forked = true;
+        atomic_store_explicit(&p->state, STOPPED, memory_order_relaxed);
+    }
+    fork_parent();
+}
+
+static void fork_init(void)
+{
+    fork_ok = pthread_atfork(fork_prepare, fork_parent, fork_child) == 0;
+}
+
+static void pool_list(als_pool_t *pool)
+{
+    pthread_mutex_lock(&pools_mu);
+    pool->reg_next = pools;
+    if (pools)
+        pools->reg_prev = &pool->reg_next;
+    pool->reg_prev = &pools;
+    pools = pool;
+    pthread_mutex_unlock(&pools_mu);
+}
+
+static void pool_unlist(als_pool_t *pool)
+{
+    if (!pool->reg_prev)
+        return;
+    pthread_mutex_lock(&pools_mu);
+    *pool->reg_prev = pool->reg_next;
+    if (pool->reg_next)
+        pool->reg_next->reg_prev = pool->reg_prev;
+    pthread_mutex_unlock(&pools_mu);
+}
+
 static void pool_release(als_pool_t *pool);
 
 void als__pool_ref(als_pool_t *pool)
@@ -1080,12 +1142,15 @@ void als__pool_unref(als_pool_t *pool)
 
 static void pool_release(als_pool_t *pool)
 {
+    pool_unlist(pool);
     als__queue_fini(&pool->q);
     als__free(pool->timers.heap);
-    pthread_cond_destroy(&pool->timers.cv);
-    pthread_mutex_destroy(&pool->timers.mu);
-    pthread_cond_destroy(&pool->stop_cv);
-    pthread_mutex_destroy(&pool->stop_mu);
+    if (!pool->forked) { /* a gone thread may hold them (see fork) */
+        pthread_cond_destroy(&pool->timers.cv);
+        pthread_mutex_destroy(&pool->timers.mu);
+        pthread_cond_destroy(&pool->stop_cv);
+        pthread_mutex_destroy(&pool->stop_mu);
+    }
     free(pool->workers);
     free((void *)pool->idle);
     free(pool);
@@ -1114,7 +1179,8 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     unsigned n = o.threads ? o.threads : cpu_count();
 
     pthread_once(&chains_once, chains_init);
-    if (!chains_ok)
+    pthread_once(&fork_once, fork_init);
+    if (!chains_ok || !fork_ok)
         return NULL;
     als_pool_t *pool = aligned_zalloc(sizeof *pool);
     if (!pool)
@@ -1171,6 +1237,7 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
             return NULL;
         }
     }
+    pool_list(pool);
     return pool;
 }
 
@@ -1180,6 +1247,8 @@ int als_pool_drain(als_pool_t *pool)
         return ALS_EINVAL;
     if (own_worker(pool))
         return ALS_EDEADLK;
+    if (pool->forked)
+        return 0; /* nothing will ever run (see fork) */
     atomic_fetch_add_explicit(&pool->drain_waiters, 1, memory_order_seq_cst);
     for (;;) {
         uint32_t seq = atomic_load_explicit(&pool->drain_seq, memory_order_acquire);
@@ -1197,6 +1266,8 @@ int als_pool_shutdown(als_pool_t *pool, int how)
         return ALS_EINVAL;
     if (own_worker(pool))
         return ALS_EDEADLK;
+    if (pool->forked)
+        return 0; /* stopped, no workers (see fork) */
     pthread_mutex_lock(&pool->stop_mu);
     int want = how == ALS_SHUTDOWN_CANCEL ? CANCELLING : DRAINING;
     if (atomic_load_explicit(&pool->state, memory_order_relaxed) < want) {

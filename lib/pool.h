@@ -98,6 +98,9 @@ struct als_pool {
                                      continuation (future.c): the memory
                                      outlives als_pool_free until those
                                      settle */
+    bool forked;                  /* a fork() child's copy: no workers */
+    als_pool_t *reg_next;         /* live pools (fork handling), under */
+    als_pool_t **reg_prev;        /* pool.c's pools_mu; NULL: not listed */
     pthread_mutex_t stop_mu;      /* shutdown callers only */
     pthread_cond_t stop_cv;
     bool joining, joined;

@@ -10,6 +10,8 @@
  *   completed: the continuation does not run inside the call.
  * - A group task waiting for its own group, a future's task for its own
  *   future: ALS_EDEADLK.
+ * - fork() with a running pool: in the child the pool refuses work, drain
+ *   returns and free does not wait; contexts keep working.
  *
  * Assertions run on the main thread only: tasks and callbacks record what
  * they saw and the test checks it after a drain, free or join.
@@ -24,6 +26,8 @@
 #include <stdint.h>
 #include <malloc.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -323,6 +327,80 @@ static void test_future_self_wait(void **state)
     gate_destroy(&sw.g);
 }
 
+/* ---- 6: fork() with a running pool ------------------------------------- */
+
+static _Atomic int counted;
+
+static int count_task(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&counted, 1);
+    return 0;
+}
+
+static void *ret_fn(void *arg)
+{
+    return arg;
+}
+
+static void *get_fn(void *arg)
+{
+    return als_get(arg);
+}
+
+/* The child's checks; its exit code names the first that failed. */
+static int fork_child_checks(als_pool_t *p)
+{
+    if (als_submit(p, count_task, NULL) != ALS_ESHUTDOWN)
+        return 10;
+    if (als_submit_task(p, &(als_task){ .fn = count_task }) != ALS_ESHUTDOWN)
+        return 11;
+    if (als_submit_after(p, 1, count_task, NULL) != ALS_ESHUTDOWN)
+        return 12;
+    als_future_t *f;
+    if (als_submit_future(p, ret_fn, NULL, &f) != ALS_ESHUTDOWN)
+        return 13;
+    als_group_t *g = als_group_new();
+    if (!g || als_group_submit(g, p, count_task, NULL) != ALS_ESHUTDOWN)
+        return 14;
+    als_group_free(g);
+    if (als_pool_drain(p) != 0)
+        return 15;
+    als_pool_free(p);
+    /* Contexts still work. */
+    int v = 7;
+    als_t *a = als_new(NULL);
+    if (!a || als_run(a, &v, get_fn, a) != &v)
+        return 16;
+    als_free(a);
+    return atomic_load(&counted) == 0 ? 0 : 17;
+}
+
+static void test_fork_child_refuses(void **state)
+{
+    (void)state;
+    atomic_store(&counted, 0);
+    als_pool_t *p = als_pool_new(&(als_pool_options){ .threads = 1 });
+    assert_non_null(p);
+    struct gate g;
+    block_pool(p, &g);                             /* a running task */
+    assert_int_equal(als_submit(p, count_task, NULL), 0); /* a queued one */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(fork_child_checks(p));
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* The parent's pool is untouched. */
+    gate_open(&g);
+    assert_int_equal(als_pool_drain(p), 0);
+    assert_int_equal(atomic_load(&counted), 1);
+    als_pool_free(p);
+    gate_destroy(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -332,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_then_never_inline),
         cmocka_unit_test(test_group_self_wait),
         cmocka_unit_test(test_future_self_wait),
+        cmocka_unit_test(test_fork_child_refuses),
     };
     return cmocka_run_group_tests_name("pool_lifecycle", tests, NULL, NULL);
 }
