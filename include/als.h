@@ -370,8 +370,11 @@ ALS_API int als_submit(als_pool_t *pool, als_task_fn fn, void *arg);
 ALS_API int als_submit_task(als_pool_t *pool, const als_task *task);
 
 /** Waits until every task submitted before the call, and everything those
- *  tasks submit, has finished. Returns 0, ALS_EINVAL (NULL), or
- *  ALS_EDEADLK when called from one of the pool's own workers. */
+ *  tasks submit, has finished. Tasks other threads submit meanwhile are
+ *  not waited for, so a steady stream of submits cannot keep it waiting;
+ *  concurrent drains of one pool are served one after the other. Returns
+ *  0, ALS_EINVAL (NULL), or ALS_EDEADLK when called from one of the pool's
+ *  own workers. */
 ALS_API int als_pool_drain(als_pool_t *pool);
 
 /** Stops the pool: @p how is ALS_SHUTDOWN_DRAIN or ALS_SHUTDOWN_CANCEL and

@@ -45,6 +45,9 @@
  *   a drain waiter or the last finishing worker see the other (Dekker). A
  *   worker publishes its finished count, and drops the frame references of
  *   finished tasks, in batches (task_finish explains why that is invisible).
+ *   Submitted and finished counts are kept per drain generation (two, used
+ *   alternately): a drain moves new submitters to the other generation and
+ *   waits only for its own, descendants included (accept_count).
  *
  * Parking
  *   Idle workers spin briefly (polling the ring sparingly: each poll takes
@@ -199,29 +202,44 @@ static struct task *ring_pop(als_pool_t *pool)
     return t;
 }
 
-/* Accepted tasks not yet finished; never underestimates (see top). */
-static uint64_t in_flight(const als_pool_t *pool)
+/* Accepted tasks of drain generation `gen` (0 or 1; 2: both) not yet
+ * finished; never underestimates (see top). */
+static uint64_t in_flight_of(const als_pool_t *pool, unsigned gen)
 {
+    unsigned lo = gen == 2 ? 0 : gen, hi = gen == 2 ? 1 : gen;
     uint64_t done = 0, submitted = 0;
     for (unsigned i = 0; i < pool->nthreads; i++)
-        done += atomic_load_explicit(&pool->workers[i].done, memory_order_seq_cst);
+        for (unsigned g = lo; g <= hi; g++)
+            done += atomic_load_explicit(&pool->workers[i].done[g], memory_order_seq_cst);
     for (unsigned i = 0; i < pool->nthreads; i++)
-        submitted += atomic_load_explicit(&pool->workers[i].submitted, memory_order_seq_cst);
-    submitted += atomic_load_explicit(&pool->ext_submitted, memory_order_seq_cst);
+        for (unsigned g = lo; g <= hi; g++)
+            submitted += atomic_load_explicit(&pool->workers[i].submitted[g],
+                                              memory_order_seq_cst);
+    for (unsigned g = lo; g <= hi; g++)
+        submitted += atomic_load_explicit(&pool->ext_submitted[g], memory_order_seq_cst);
     return submitted - done;
 }
 
-/* Called after a task finished or a submission was taken back, when someone
- * may be waiting for the pool to go idle. */
-static void idle_check(als_pool_t *pool)
+static uint64_t in_flight(const als_pool_t *pool)
 {
-    if (in_flight(pool) != 0)
-        return;
+    return in_flight_of(pool, 2);
+}
+
+/* Called after tasks finished or a submission was taken back, when someone
+ * may be waiting: a drain for its generation (drain_gen was bumped past
+ * it), and, when `maybe_idle` (the caller saw no work left), a shutdown
+ * for the whole pool. */
+static void idle_check(als_pool_t *pool, bool maybe_idle)
+{
     if (atomic_load_explicit(&pool->drain_waiters, memory_order_seq_cst)) {
-        atomic_fetch_add_explicit(&pool->drain_seq, 1, memory_order_release);
-        futex_wake(&pool->drain_seq, INT_MAX);
+        unsigned gen = (atomic_load_explicit(&pool->drain_gen, memory_order_seq_cst) - 1) & 1;
+        if (in_flight_of(pool, gen) == 0) {
+            atomic_fetch_add_explicit(&pool->drain_seq, 1, memory_order_release);
+            futex_wake(&pool->drain_seq, INT_MAX);
+        }
     }
-    if (atomic_load_explicit(&pool->state, memory_order_seq_cst) != RUNNING)
+    if (maybe_idle && atomic_load_explicit(&pool->state, memory_order_seq_cst) != RUNNING &&
+        in_flight(pool) == 0)
         wake_all(pool);
 }
 
@@ -399,18 +417,23 @@ static void worker_flush(struct worker *w)
     if (!w->running)
         kept_close(w);
     drop_held(w);
-    if (!w->done_pending)
+    if (!w->done_pending[0] && !w->done_pending[1])
         return;
-    atomic_store_explicit(&w->done,
-                          atomic_load_explicit(&w->done, memory_order_relaxed) + w->done_pending,
-                          memory_order_seq_cst);
-    w->done_pending = 0;
+    for (unsigned g = 0; g < 2; g++) {
+        if (!w->done_pending[g])
+            continue;
+        atomic_store_explicit(&w->done[g],
+                              atomic_load_explicit(&w->done[g], memory_order_relaxed) +
+                                  w->done_pending[g],
+                              memory_order_seq_cst);
+        w->done_pending[g] = 0;
+    }
     als_pool_t *pool = w->pool;
-    /* Work left in our slot or the ring means the pool is not idle yet;
-     * whoever finishes that work checks again. */
-    if (ALS__UNLIKELY(idle_watched(pool)) && !w->next && batch_empty(w) &&
-        als__queue_length(&pool->q) == 0)
-        idle_check(pool);
+    /* Work left in our slot or the ring means the pool is not idle yet
+     * (whoever finishes that work checks again); a drain waits for one
+     * generation only, which may be done while newer work remains. */
+    if (ALS__UNLIKELY(idle_watched(pool)))
+        idle_check(pool, !w->next && batch_empty(w) && als__queue_length(&pool->q) == 0);
 }
 
 /* Ends a task. A plain task's frame reference and done count are deferred
@@ -428,6 +451,7 @@ static void task_finish(struct worker *w, struct task *t, int rc, bool cancelled
     struct als_snapshot *f = t->frame;
     struct als_group *g = t->group;
     bool plain = !t->future;
+    unsigned gen = t->gen;
     task_recycle(t);
     if (f != &als__empty_frame) {
         if (f != w->held) {
@@ -444,8 +468,8 @@ static void task_finish(struct worker *w, struct task *t, int rc, bool cancelled
         drop_held(w);
         als__group_task_end(g, rc, cancelled);
     }
-    w->done_pending++;
-    if (plain && w->done_pending < BATCH)
+    w->done_pending[gen]++;
+    if (plain && w->done_pending[0] + w->done_pending[1] < BATCH)
         return;
     worker_flush(w);
 }
@@ -469,7 +493,9 @@ static void task_cancel(struct worker *w, struct task *t)
 static int task_call(struct worker *w, struct task *t)
 {
     int rc = 0;
+    unsigned gen = w->gen;
     w->running++;
+    w->gen = t->gen; /* what it submits joins its generation (drain) */
     t->next = w->cur;
     w->cur = t;
     if (t->future)
@@ -477,6 +503,7 @@ static int task_call(struct worker *w, struct task *t)
     else
         rc = t->fn(t->arg);
     w->cur = t->next;
+    w->gen = gen;
     w->running--;
     return rc;
 }
@@ -595,7 +622,8 @@ static void task_inline(struct worker *w, als_task_fn fn, void *arg)
             als__scope_end_task(&s);
         }
     }
-    if (++w->done_pending >= BATCH)
+    /* Submitted by a running task (submit_inline): its generation. */
+    if (++w->done_pending[w->gen] + w->done_pending[!w->gen] >= BATCH)
         worker_flush(w);
 }
 
@@ -747,22 +775,53 @@ static void *worker_main(void *arg)
 
 /* ---- submitting ------------------------------------------------------- */
 
-/* Takes back an accepted count (the task was refused after all). */
-static void unaccept(als_pool_t *pool, struct worker *w)
+/* Takes back an accepted count of generation `gen` (the task was refused
+ * after all, or moves to a newer generation). */
+static void unaccept(als_pool_t *pool, struct worker *w, unsigned gen)
 {
     if (w)
-        unbump(&w->submitted);
+        unbump(&w->submitted[gen]);
     else
-        atomic_fetch_sub_explicit(&pool->ext_submitted, 1, memory_order_seq_cst);
+        atomic_fetch_sub_explicit(&pool->ext_submitted[gen], 1, memory_order_seq_cst);
     if (idle_watched(pool))
-        idle_check(pool);
+        idle_check(pool, true);
+}
+
+/* Counts a submission and returns its drain generation. A task's
+ * submissions join the running task's generation: a drain waits for the
+ * descendants of what it waits for, and the running task, in flight until
+ * its own `done` store, covers the count (no fence needed). Any other
+ * joins the current generation, re-checked after counting: a drain that
+ * begins meanwhile (bumping drain_gen) either sees the count, or is seen
+ * here and the count moves to the new generation (Dekker, seq_cst on both
+ * sides). So no drain misses a task accepted before it began, and none
+ * waits for one accepted after. */
+static unsigned accept_count(als_pool_t *pool, struct worker *w)
+{
+    if (w && w->running) {
+        bump(&w->submitted[w->gen], memory_order_relaxed);
+        return w->gen;
+    }
+    uint32_t e = atomic_load_explicit(&pool->drain_gen, memory_order_seq_cst);
+    for (;;) {
+        unsigned gen = e & 1;
+        if (w)
+            bump(&w->submitted[gen], memory_order_seq_cst);
+        else
+            atomic_fetch_add_explicit(&pool->ext_submitted[gen], 1, memory_order_seq_cst);
+        uint32_t now = atomic_load_explicit(&pool->drain_gen, memory_order_seq_cst);
+        if (now == e)
+            return gen;
+        unaccept(pool, w, gen);
+        e = now;
+    }
 }
 
 static void task_discard(als_pool_t *pool, struct worker *w, struct task *t)
 {
     als__frame_release(t->frame);
+    unaccept(pool, w, t->gen);
     task_recycle(t);
-    unaccept(pool, w);
 }
 
 /* Waits for room in the ring. Outside submitters give up when a shutdown
@@ -811,21 +870,16 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
 
     /* Count first, then look at the state: a shutdown that has begun either
      * is seen here, or sees this count and waits for the task (Dekker).
-     * A worker's submit needs no fence: the task running it is in flight
+     * A task's submit needs no fence: the task running it is in flight
      * until its own `done` store (release, after this count), so nobody can
      * find the pool idle without seeing this count too. */
-    int st;
-    if (w) {
-        bump(&w->submitted, memory_order_relaxed);
-        st = atomic_load_explicit(&pool->state, memory_order_relaxed);
-    } else {
-        atomic_fetch_add_explicit(&pool->ext_submitted, 1, memory_order_seq_cst);
-        st = atomic_load_explicit(&pool->state, memory_order_seq_cst);
-    }
+    unsigned gen = accept_count(pool, w);
+    int st = atomic_load_explicit(&pool->state, w && w->running ? memory_order_relaxed
+                                                                : memory_order_seq_cst);
     if (ALS__UNLIKELY(st != RUNNING) && !(st == DRAINING && w)) {
         if (sp->frame)
             als__frame_release(sp->frame);
-        unaccept(pool, w);
+        unaccept(pool, w, gen);
         return ALS_ESHUTDOWN;
     }
 
@@ -833,14 +887,15 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
     if (!t) {
         if (sp->frame)
             als__frame_release(sp->frame);
-        unaccept(pool, w);
+        unaccept(pool, w, gen);
         return ALS_ENOMEM;
     }
+    t->gen = gen;
     bool detached = sp->flags & ALS_TASK_DETACHED;
     t->frame = sp->frame ? sp->frame : detached ? &als__empty_frame : als__capture();
     if (!t->frame) {
         task_recycle(t);
-        unaccept(pool, w);
+        unaccept(pool, w, gen);
         return ALS_ENOMEM;
     }
     t->fn = sp->fn;
@@ -925,15 +980,16 @@ static bool workers_idle(const als_pool_t *pool)
 static bool submit_inline(als_pool_t *pool, als_task_fn fn, void *arg)
 {
     struct worker *w = own_worker(pool);
-    if (!w || !w->next || (uintptr_t)__builtin_frame_address(0) < w->inline_floor ||
+    if (!w || !w->running || !w->next ||
+        (uintptr_t)__builtin_frame_address(0) < w->inline_floor ||
         als__queue_length(&pool->q) < pool->inline_mark || workers_idle(pool))
         return false;
     /* Counted before the state is read, as in als__submit; no fence: the
      * submitting task is itself in flight. */
-    bump(&w->submitted, memory_order_relaxed);
+    unsigned gen = accept_count(pool, w);
     int st = atomic_load_explicit(&pool->state, memory_order_relaxed);
     if (ALS__UNLIKELY(st != RUNNING && st != DRAINING)) {
-        unaccept(pool, w); /* als__submit refuses it */
+        unaccept(pool, w, gen); /* als__submit refuses it */
         return false;
     }
     task_inline(w, fn, arg);
@@ -1150,6 +1206,7 @@ static void pool_release(als_pool_t *pool)
         pthread_mutex_destroy(&pool->timers.mu);
         pthread_cond_destroy(&pool->stop_cv);
         pthread_mutex_destroy(&pool->stop_mu);
+        pthread_mutex_destroy(&pool->drain_mu);
     }
     free(pool->workers);
     free((void *)pool->idle);
@@ -1205,6 +1262,7 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
         return NULL;
     }
     atomic_init(&pool->refs, 1);
+    pthread_mutex_init(&pool->drain_mu, NULL);
     pthread_mutex_init(&pool->stop_mu, NULL);
     pthread_cond_init(&pool->stop_cv, NULL);
     pthread_mutex_init(&pool->timers.mu, NULL);
@@ -1249,14 +1307,21 @@ int als_pool_drain(als_pool_t *pool)
         return ALS_EDEADLK;
     if (pool->forked)
         return 0; /* nothing will ever run (see fork) */
+    /* Tasks accepted from now on, and their descendants, join the next
+     * generation: wait for this one only, so that steady submitters cannot
+     * keep a drain waiting. The previous drain emptied the other one. */
+    pthread_mutex_lock(&pool->drain_mu);
+    uint32_t e = atomic_load_explicit(&pool->drain_gen, memory_order_relaxed);
+    atomic_store_explicit(&pool->drain_gen, e + 1, memory_order_seq_cst);
     atomic_fetch_add_explicit(&pool->drain_waiters, 1, memory_order_seq_cst);
     for (;;) {
         uint32_t seq = atomic_load_explicit(&pool->drain_seq, memory_order_acquire);
-        if (in_flight(pool) == 0)
+        if (in_flight_of(pool, e & 1) == 0)
             break;
         futex_wait(&pool->drain_seq, seq);
     }
     atomic_fetch_sub_explicit(&pool->drain_waiters, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&pool->drain_mu);
     return 0;
 }
 
@@ -1318,16 +1383,19 @@ int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out)
     uint64_t done = 0, failed = 0, cancelled = 0, started = 0, submitted = 0;
     for (unsigned i = 0; i < pool->nthreads; i++) {
         const struct worker *w = &pool->workers[i];
-        done += atomic_load_explicit(&w->done, memory_order_acquire);
+        done += atomic_load_explicit(&w->done[0], memory_order_acquire);
+        done += atomic_load_explicit(&w->done[1], memory_order_acquire);
         failed += atomic_load_explicit(&w->failed, memory_order_relaxed);
         cancelled += atomic_load_explicit(&w->cancelled, memory_order_relaxed);
     }
     for (unsigned i = 0; i < pool->nthreads; i++) {
         const struct worker *w = &pool->workers[i];
         started += atomic_load_explicit(&w->started, memory_order_relaxed);
-        submitted += atomic_load_explicit(&w->submitted, memory_order_relaxed);
+        submitted += atomic_load_explicit(&w->submitted[0], memory_order_relaxed);
+        submitted += atomic_load_explicit(&w->submitted[1], memory_order_relaxed);
     }
-    submitted += atomic_load_explicit(&pool->ext_submitted, memory_order_relaxed);
+    submitted += atomic_load_explicit(&pool->ext_submitted[0], memory_order_relaxed);
+    submitted += atomic_load_explicit(&pool->ext_submitted[1], memory_order_relaxed);
     uint64_t completed = done - failed - cancelled;
     *out = (als_pool_stats){
         .submitted = submitted,

@@ -29,6 +29,7 @@ struct task {
     struct task *next;            /* free-list link; while running: the
                                      task it runs inside (worker.cur) */
     unsigned chain_n;             /* records in a free chain (first record) */
+    unsigned gen;                 /* drain generation (0 or 1, see drain) */
     als_task_fn fn;               /* NULL for a future's task */
     void *arg;
     void (*cancel)(void *arg);
@@ -40,13 +41,15 @@ struct task {
 
 struct worker {
     _Alignas(ALS__CACHELINE)
-    /* Written by this worker's thread only (stats read them racily). */
-    _Atomic uint64_t submitted, started, done, failed, cancelled;
+    /* Written by this worker's thread only (stats read them racily).
+     * Submitted and done are counted per drain generation. */
+    _Atomic uint64_t submitted[2], started, done[2], failed, cancelled;
     _Atomic uint32_t wake;        /* futex word this worker parks on */
     als_pool_t *pool;
     struct als_snapshot *held;    /* deferred frame references (task_finish) */
     uint32_t held_n;
-    uint32_t done_pending;        /* finished tasks not yet counted in done */
+    uint32_t done_pending[2];     /* finished tasks not yet counted in done */
+    unsigned gen;                 /* generation of the innermost running task */
     struct task *next;            /* LIFO slot: this thread only */
     unsigned streak;              /* LIFO-slot tasks taken in a row */
     uintptr_t inline_floor;       /* inline runs only above this stack address */
@@ -84,7 +87,8 @@ struct als_pool {
     struct als__queue q;          /* tasks */
     unsigned small_cap;           /* capacity 1 or 2: counted, see ring_push */
     _Atomic unsigned small_len;
-    _Alignas(ALS__CACHELINE) _Atomic uint64_t ext_submitted; /* outside submits */
+    _Alignas(ALS__CACHELINE) _Atomic uint64_t ext_submitted[2]; /* outside
+                                     submits, per drain generation */
     _Atomic uint64_t rejected;
     _Alignas(ALS__CACHELINE) _Atomic uint32_t spinning; /* idle, not parked */
     _Atomic uint64_t *idle;       /* bit per parked worker (own lines) */
@@ -94,6 +98,9 @@ struct als_pool {
     _Atomic uint32_t drain_waiters;
     _Atomic uint32_t drain_seq;
     _Atomic int state;
+    _Atomic uint32_t drain_gen;   /* bumped by each drain (under drain_mu);
+                                     new tasks join generation drain_gen & 1 */
+    pthread_mutex_t drain_mu;     /* one drain at a time */
     _Atomic uint32_t refs;        /* the owner's, and one per pending
                                      continuation (future.c): the memory
                                      outlives als_pool_free until those

@@ -4,6 +4,8 @@
  * - a destroy callback that runs a nested task on a worker (an inline
  *   submit into its own full BLOCK pool, or a helping future wait): every
  *   value is still destroyed exactly once.
+ * - als_pool_drain while another thread keeps submitting returns (it
+ *   waits for what was accepted before it, not for an idle pool).
  * - als_future_then into a pool freed before the source completes: the
  *   continuation is cancelled and the freed pool never touched.
  * - als_future_then on a worker of its own full BLOCK pool, the source
@@ -401,6 +403,80 @@ static void test_fork_child_refuses(void **state)
     gate_destroy(&g);
 }
 
+/* ---- 3: drain while another thread keeps submitting ------------------- */
+
+/* The submitter stops when the drain has returned, or after this many
+ * submits: a drain that waits for the pool to go idle returns only then. */
+#define STEADY_CAP 100000L
+
+/* Task i ends only once task i + 1 was accepted (or the submitter
+ * stopped), so the pool is never idle while the submitter goes on. */
+static struct {
+    als_pool_t *pool;
+    struct gate g;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    long accepted;
+    bool stopped;
+    _Atomic bool drained;
+    int bad_rc;
+} steady;
+
+static int steady_task(void *arg)
+{
+    long i = (long)(intptr_t)arg;
+    pthread_mutex_lock(&steady.mu);
+    while (steady.accepted <= i + 1 && !steady.stopped)
+        pthread_cond_wait(&steady.cv, &steady.mu);
+    pthread_mutex_unlock(&steady.mu);
+    return 0;
+}
+
+static void *steady_main(void *arg)
+{
+    (void)arg;
+    for (long i = 0; i < STEADY_CAP && !atomic_load(&steady.drained); i++) {
+        if (als_submit(steady.pool, steady_task, (void *)(intptr_t)i) != 0)
+            steady.bad_rc++;
+        pthread_mutex_lock(&steady.mu);
+        steady.accepted++;
+        pthread_cond_broadcast(&steady.cv);
+        pthread_mutex_unlock(&steady.mu);
+        if (i == 1000)
+            gate_pass(&steady.g); /* the drain begins while we go on */
+    }
+    pthread_mutex_lock(&steady.mu);
+    steady.stopped = true;
+    pthread_cond_broadcast(&steady.cv);
+    pthread_mutex_unlock(&steady.mu);
+    return NULL;
+}
+
+static void test_drain_with_steady_submitter(void **state)
+{
+    (void)state;
+    memset(&steady, 0, sizeof steady);
+    gate_init(&steady.g);
+    pthread_mutex_init(&steady.mu, NULL);
+    pthread_cond_init(&steady.cv, NULL);
+    steady.pool = als_pool_new(&(als_pool_options){ .threads = 2, .queue_capacity = 256 });
+    assert_non_null(steady.pool);
+    pthread_t submitter;
+    assert_int_equal(pthread_create(&submitter, NULL, steady_main, NULL), 0);
+    gate_await_arrivals(&steady.g, 1);
+    gate_open(&steady.g);
+    assert_int_equal(als_pool_drain(steady.pool), 0);
+    atomic_store(&steady.drained, true);
+    assert_int_equal(pthread_join(submitter, NULL), 0);
+    assert_int_equal(steady.bad_rc, 0);
+    if (steady.accepted >= STEADY_CAP)
+        fail_msg("drain returned only after the submitter stopped");
+    als_pool_free(steady.pool);
+    gate_destroy(&steady.g);
+    pthread_cond_destroy(&steady.cv);
+    pthread_mutex_destroy(&steady.mu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -411,6 +487,7 @@ int main(void)
         cmocka_unit_test(test_group_self_wait),
         cmocka_unit_test(test_future_self_wait),
         cmocka_unit_test(test_fork_child_refuses),
+        cmocka_unit_test(test_drain_with_steady_submitter),
     };
     return cmocka_run_group_tests_name("pool_lifecycle", tests, NULL, NULL);
 }
