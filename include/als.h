@@ -284,7 +284,18 @@ ALS_API int als_thread_create(pthread_t *thread, const pthread_attr_t *attr,
  *  exec or _exit.
  *  @{ */
 
-/** A pool task. A non-zero return means the task failed. */
+/** A pool task. A non-zero return means the task failed.
+ *
+ *  A task must not end its thread (pthread_exit, or a pthread_cancel that
+ *  acts at a cancellation point inside it) nor longjmp out of itself. If
+ *  its thread ends anyway, outside any scope the task opened itself (its
+ *  own als_run, als_scope_enter...), the pool does not hang: that task,
+ *  and any task it was running inside on that thread, counts as failed
+ *  (stats.failed; on_error is called with ALS_ECANCELED; a future's task
+ *  cancels its future; a group's task ends in its group with
+ *  ALS_ECANCELED), what they held is released, and a new thread takes
+ *  the worker's place, so queued tasks still run and drain, shutdown and
+ *  free return. */
 typedef int (*als_task_fn)(void *arg);
 
 /** What als_submit does when the queue is full. */

@@ -611,7 +611,9 @@ static void task_inline(struct worker *w, als_task_fn fn, void *arg)
      * drawing it here would put a shared counter on every inline run. */
     struct als__scope s;
     als__scope_open_task(&s, ALS__ID_LAZY, ALS__ID_PARENT);
+    w->inlined[w->gen]++;
     int rc = fn(arg);
+    w->inlined[w->gen]--;
     uint64_t id = als__tls.exec_id;
     als__scope_end_task(&s);
     if (ALS__UNLIKELY(rc != 0)) {
@@ -703,10 +705,88 @@ static void worker_park(struct worker *w)
     atomic_fetch_and_explicit(word, ~bit, memory_order_relaxed);
 }
 
+static void *worker_main(void *arg);
+
+/* Joins worker w's thread, and the threads that replaced it meanwhile
+ * (worker_unwound). */
+static void worker_join(als_pool_t *pool, struct worker *w)
+{
+    for (;;) {
+        pthread_mutex_lock(&pool->stop_mu);
+        pthread_t t = w->thread;
+        w->claimed = true;
+        pthread_mutex_unlock(&pool->stop_mu);
+        pthread_join(t, NULL);
+        pthread_mutex_lock(&pool->stop_mu);
+        bool replaced = !pthread_equal(t, w->thread);
+        pthread_mutex_unlock(&pool->stop_mu);
+        if (!replaced)
+            return;
+    }
+}
+
+/* The worker's thread is ending inside a task: the task (or a function it
+ * called) ran pthread_exit, or was cancelled at a cancellation point. The
+ * library is built with -fexceptions, so this runs as the unwinding leaves
+ * worker_main; the scopes it passed restored the context up to the
+ * worker's own kept scope (assumed here: a task unwound from inside a
+ * scope of its own that has no cleanup leaves the thread's context
+ * unreliable). Every task that was running on this thread counts as failed
+ * with ALS_ECANCELED (on_error says so; a future's task cancels its
+ * future, a group's task ends in its group), what they held is released,
+ * and a new thread takes the worker's place, so drain and shutdown still
+ * end and queued work still runs. */
+static void worker_unwound(struct worker **pw)
+{
+    struct worker *w = *pw;
+    if (!w)
+        return; /* worker_main returned */
+    als_pool_t *pool = w->pool;
+    struct task *t = w->cur;
+    w->cur = NULL;
+    w->running = 0;
+    kept_close(w);
+    for (unsigned g = 0; g < 2; g++) {
+        /* Inline runs have no record: counted only. */
+        atomic_store_explicit(&w->failed,
+                              atomic_load_explicit(&w->failed, memory_order_relaxed) +
+                                  w->inlined[g],
+                              memory_order_relaxed);
+        w->done_pending[g] += w->inlined[g];
+        w->inlined[g] = 0;
+    }
+    while (t) {
+        struct task *outer = t->next;
+        task_failed(w, t, ALS_ECANCELED, ALS__ID_LAZY);
+        if (t->future)
+            als__future_cancelled(t->future);
+        task_finish(w, t, ALS_ECANCELED, false);
+        t = outer;
+    }
+    worker_flush(w);
+
+    pthread_mutex_lock(&pool->stop_mu);
+    pthread_t heir;
+    if (pthread_create(&heir, NULL, worker_main, w) == 0) {
+        w->thread = heir;
+        /* A shutdown joining us joins the heir next; else nobody will. */
+        if (!w->claimed)
+            pthread_detach(pthread_self());
+        w->claimed = false;
+    } else {
+#ifndef NDEBUG
+        fprintf(stderr, "libals: pool worker %s-%u ended inside a task and "
+                        "could not be replaced\n", pool->name, w->index);
+#endif
+    }
+    pthread_mutex_unlock(&pool->stop_mu);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     als_pool_t *pool = w->pool;
+    struct worker *unwinding __attribute__((cleanup(worker_unwound))) = w;
     self = w;
     /* Inline runs may use INLINE_STACK below this frame, or a quarter of
      * the thread's stack if that is smaller. */
@@ -769,6 +849,7 @@ static void *worker_main(void *arg)
         worker_park(w);
         woken = true;
     }
+    unwinding = NULL;
     wake_all(pool); /* the others see the end too */
     return NULL;
 }
@@ -1348,7 +1429,7 @@ int als_pool_shutdown(als_pool_t *pool, int how)
         /* Workers end when nothing is in flight, delayed tasks included,
          * so the timer thread has nothing left when they are gone. */
         for (unsigned i = 0; i < pool->nthreads; i++)
-            pthread_join(pool->workers[i].thread, NULL);
+            worker_join(pool, &pool->workers[i]);
         als__timers_stop(pool);
         pthread_mutex_lock(&pool->stop_mu);
         atomic_store_explicit(&pool->state, STOPPED, memory_order_seq_cst);

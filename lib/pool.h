@@ -56,13 +56,18 @@ struct worker {
     unsigned running;             /* tasks running on this thread's stack */
     struct task *cur;             /* innermost of them with a record (a
                                      list through task.next), or NULL */
+    unsigned inlined[2];          /* of them, run by submit_inline, per
+                                     generation (no record) */
     struct task *batch[POP_BATCH]; /* taken off the ring, not yet run */
     unsigned batch_i, batch_n;    /* batch[batch_i..batch_n) remain */
     struct als_snapshot *kept;    /* frame `ks` entered (a reference), or NULL */
     struct als__scope ks;         /* kept open across top-level tasks of one
                                      frame (task_run_top) */
     unsigned index;
-    pthread_t thread;
+    pthread_t thread;             /* under pool.stop_mu once started: a
+                                     worker whose thread ended inside a
+                                     task is replaced (worker_unwound) */
+    bool claimed;                 /* a shutdown is joining `thread` */
 };
 
 /* Delayed tasks: a binary min-heap by deadline, one timer thread per pool,

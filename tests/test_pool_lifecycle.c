@@ -14,6 +14,9 @@
  *   future: ALS_EDEADLK.
  * - fork() with a running pool: in the child the pool refuses work, drain
  *   returns and free does not wait; contexts keep working.
+ * - A task that calls pthread_exit, or is cancelled: drain and free
+ *   return, the task counts as failed (on_error: ALS_ECANCELED), what it
+ *   held is released and the worker is replaced.
  *
  * Assertions run on the main thread only: tasks and callbacks record what
  * they saw and the test checks it after a drain, free or join.
@@ -477,6 +480,101 @@ static void test_drain_with_steady_submitter(void **state)
     pthread_mutex_destroy(&steady.mu);
 }
 
+/* ---- 7: a task that ends its worker's thread -------------------------- */
+
+enum ender { EXIT_IN_TASK, CANCEL_IN_TASK };
+
+static struct {
+    enum ender how;
+    struct gate g;             /* the task arrives: its thread is known */
+    pthread_t thread;
+    _Atomic int errors;        /* on_error calls */
+    int last_error;
+    struct dval v;             /* bound when the task was submitted */
+} ender;
+
+static void ender_on_error(int rc, void *arg, void *user)
+{
+    (void)arg;
+    (void)user;
+    ender.last_error = rc;
+    atomic_fetch_add(&ender.errors, 1);
+}
+
+static int exit_task(void *arg)
+{
+    (void)arg;
+    pthread_exit(NULL);
+}
+
+static int cancelled_task(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&ender.g.mu);
+    ender.thread = pthread_self();
+    ender.g.arrived++;
+    pthread_cond_broadcast(&ender.g.cv);
+    pthread_mutex_unlock(&ender.g.mu);
+    for (;;)
+        pthread_testcancel();
+    return 0;
+}
+
+static void *submit_ender(void *arg)
+{
+    return (void *)(intptr_t)als_submit(arg, ender.how == EXIT_IN_TASK ? exit_task
+                                                                       : cancelled_task,
+                                        NULL);
+}
+
+/* The task ends its worker's thread while it holds a value: drain and free
+ * return, the task counts as failed with ALS_ECANCELED, the value is
+ * destroyed once, and a task queued behind it still runs (on the worker's
+ * new thread: the pool has one). */
+static void run_thread_end(enum ender how)
+{
+    memset(&ender, 0, sizeof ender);
+    ender.how = how;
+    gate_init(&ender.g);
+    atomic_store(&counted, 0);
+    als_t *store = als_new(&(als_options){ .destroy = dval_destroy });
+    als_pool_t *p = als_pool_new(&(als_pool_options){
+        .threads = 1, .on_error = ender_on_error });
+    assert_non_null(store);
+    assert_non_null(p);
+    assert_null(als_run(store, &ender.v, submit_ender, p));
+    if (how == CANCEL_IN_TASK) {
+        gate_await_arrivals(&ender.g, 1);
+        assert_int_equal(pthread_cancel(ender.thread), 0);
+    }
+    assert_int_equal(als_submit(p, count_task, NULL), 0);
+    assert_int_equal(als_pool_drain(p), 0);
+    assert_int_equal(atomic_load(&counted), 1);
+    als_pool_stats st;
+    get_stats(p, &st);
+    assert_int_equal(st.failed, 1);
+    assert_int_equal(st.completed, 1);
+    assert_balanced(&st);
+    assert_int_equal(atomic_load(&ender.errors), 1);
+    assert_int_equal(ender.last_error, ALS_ECANCELED);
+    als_pool_free(p);
+    assert_destroyed_once(&ender.v, 1);
+    als_free(store);
+    gate_destroy(&ender.g);
+}
+
+static void test_task_pthread_exit(void **state)
+{
+    (void)state;
+    run_thread_end(EXIT_IN_TASK);
+}
+
+static void test_task_pthread_cancel(void **state)
+{
+    (void)state;
+    run_thread_end(CANCEL_IN_TASK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -488,6 +586,8 @@ int main(void)
         cmocka_unit_test(test_future_self_wait),
         cmocka_unit_test(test_fork_child_refuses),
         cmocka_unit_test(test_drain_with_steady_submitter),
+        cmocka_unit_test(test_task_pthread_exit),
+        cmocka_unit_test(test_task_pthread_cancel),
     };
     return cmocka_run_group_tests_name("pool_lifecycle", tests, NULL, NULL);
 }
