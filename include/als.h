@@ -366,9 +366,33 @@ ALS_API int als_thread_create(pthread_t *thread, const pthread_attr_t *attr,
  *  also when the task is unwound (see "Non-local exits"). A C++ exception
  *  must not escape a task: catch it inside; on a worker thread it finds no
  *  handler and terminates the process, as with std::thread.
+ *
+ *  fork(): as with any thread pool, do not use a pool across fork(). POSIX
+ *  allows the child of a multithreaded process only async-signal-safe
+ *  functions until it calls exec; create pools after forking, or have the
+ *  child exec or _exit. What libals does anyway: in the child, every pool
+ *  created before the fork has no workers and refuses work (als_submit and
+ *  its variants, als_group_submit and als_future_then return
+ *  ALS_ESHUTDOWN); tasks it had accepted never run there, nor are they
+ *  cancelled; als_pool_drain and als_pool_shutdown return 0 at once; and
+ *  als_pool_free frees it without waiting for workers. Stores, contexts,
+ *  snapshots and the trace module keep working in the child. Forking from
+ *  inside a pool task leaves the child on a copy of that worker: it must
+ *  exec or _exit.
  *  @{ */
 
-/** A pool task. A non-zero return means the task failed. */
+/** A pool task. A non-zero return means the task failed.
+ *
+ *  A task must not end its thread (pthread_exit, or a pthread_cancel that
+ *  acts at a cancellation point inside it) nor longjmp out of itself. If
+ *  its thread ends anyway, outside any scope the task opened itself (its
+ *  own als_run, als_scope_enter...), the pool does not hang: that task,
+ *  and any task it was running inside on that thread, counts as failed
+ *  (stats.failed; on_error is called with ALS_ECANCELED; a future's task
+ *  cancels its future; a group's task ends in its group with
+ *  ALS_ECANCELED), what they held is released, and a new thread takes
+ *  the worker's place, so queued tasks still run and drain, shutdown and
+ *  free return. */
 typedef int (*als_task_fn)(void *arg);
 
 /** What als_submit does when the queue is full. */
@@ -481,8 +505,11 @@ ALS_API int als_submit(als_pool_t *pool, als_task_fn fn, void *arg);
 ALS_API int als_submit_task(als_pool_t *pool, const als_task *task);
 
 /** Waits until every task submitted before the call, and everything those
- *  tasks submit, has finished. Returns 0, ALS_EINVAL (NULL), or
- *  ALS_EDEADLK when called from one of the pool's own workers. */
+ *  tasks submit, has finished. Tasks other threads submit meanwhile are
+ *  not waited for, so a steady stream of submits cannot keep it waiting;
+ *  concurrent drains of one pool are served one after the other. Returns
+ *  0, ALS_EINVAL (NULL), or ALS_EDEADLK when called from one of the pool's
+ *  own workers. */
 ALS_API int als_pool_drain(als_pool_t *pool);
 
 /** Stops the pool: @p how is ALS_SHUTDOWN_DRAIN or ALS_SHUTDOWN_CANCEL and
@@ -543,20 +570,30 @@ ALS_API int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future
 
 /** Waits for @p f: 0 and its result in *result (if @p result is not NULL),
  *  ALS_ETIMEDOUT after @p timeout_ns (< 0: no limit), ALS_ECANCELED when
- *  the pool dropped the task, ALS_EINVAL for NULL. The two channels never
- *  mix: the return value is only ever one of these codes, whatever the
- *  task returned, and fn's result only ever arrives in *result (which is
- *  left untouched unless the call returns 0). */
+ *  the pool dropped the task, ALS_EINVAL for NULL, ALS_EDEADLK at once
+ *  (whatever the timeout) when the calling thread is running f's own task
+ *  (its fn, at any depth of nested runs), which would wait for itself.
+ *  Longer cycles are not detected and wait until the timeout (forever with
+ *  a negative one): a task waiting for a future whose fn waits for that
+ *  task's own future or group, a future's fn waiting for a continuation of
+ *  itself, a cancel callback waiting for its own task's future. The two
+ *  channels never mix: the return value is only ever one of these codes,
+ *  whatever the task returned, and fn's result only ever arrives in
+ *  *result (which is left untouched unless the call returns 0). */
 ALS_API int als_future_wait(als_future_t *f, int64_t timeout_ns, void **result);
 
 /** When @p f completes, fn(result of f) runs on @p pool inside the context
  *  captured now, and *out completes with its result. Always asynchronous,
- *  also when f has completed already. If f is cancelled, *out is cancelled
- *  too and fn never runs (then on a cancelled future returns 0). The
- *  continuation is accepted by this call: a full ALS_FULL_REJECT pool does
- *  not refuse it later (it waits for room, or runs inline on a worker of
- *  that pool); if @p pool is shut down before f completes, *out is
- *  cancelled. Its trigger id is the execution id of the caller of then.
+ *  also when f has completed already: this call never runs fn and never
+ *  waits for room; where @p pool's queue is full, the continuation goes to
+ *  the pool's timer thread, which queues it as soon as there is room. If f
+ *  is cancelled, *out is cancelled too and fn never runs (then on a
+ *  cancelled future returns 0). The continuation is accepted by this call:
+ *  a full ALS_FULL_REJECT pool does not refuse it later (when f completes
+ *  it waits for room, or runs inline on a worker of that pool); if @p pool
+ *  is shut down or freed before f completes, *out is cancelled (a pending
+ *  continuation keeps a freed pool's memory, not its threads, until then).
+ *  Its trigger id is the execution id of the caller of then.
  *  Returns 0, ALS_EINVAL (NULL argument), ALS_ESHUTDOWN (pool shut down)
  *  or ALS_ENOMEM; on failure *out is left untouched. */
 ALS_API int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t **out);
@@ -580,8 +617,12 @@ ALS_API int als_group_submit(als_group_t *g, als_pool_t *pool, als_task_fn fn, v
 /** Waits until every task of @p g has finished. Returns 0 if every task
  *  returned 0; ALS_ETASK if a task returned non-zero (its code:
  *  als_group_first_error); else ALS_ECANCELED if tasks were cancelled;
- *  ALS_ETIMEDOUT after @p timeout_ns (< 0: no limit); ALS_EINVAL for NULL.
- *  A task's own code is never returned here. */
+ *  ALS_ETIMEDOUT after @p timeout_ns (< 0: no limit); ALS_EINVAL for NULL;
+ *  ALS_EDEADLK at once (whatever the timeout) when the calling thread is
+ *  running a task of @p g (at any depth of nested runs), which would wait
+ *  for itself. A task's own code is never returned here. A task waiting
+ *  for a group that one of its own waiters belongs to (a longer cycle) is
+ *  not detected and waits until the timeout. */
 ALS_API int als_group_wait(als_group_t *g, int64_t timeout_ns);
 
 /** The first non-zero result a task of @p g returned, in completion order,

@@ -22,7 +22,7 @@ enum { PENDING = 0, DONE = 1, CANCELLED = 2 };
 struct cont {
     struct cont *next;
     struct als_future *target;   /* completed by this continuation (1 ref) */
-    als_pool_t *pool;
+    als_pool_t *pool;            /* 1 ref: a freed pool stays readable */
     struct als_snapshot *frame;  /* captured at als_future_then (1 ref) */
     uint64_t trigger_id;         /* execution id of the caller of then */
 };
@@ -102,24 +102,28 @@ static void cancel_all(struct cont *work)
         }
         als__frame_release(c->frame);
         als_future_release(c->target);
+        als__pool_unref(c->pool);
         als__block_free(c);
     }
 }
 
 /* Submits continuation c with its source's result; the task takes over
- * c's references. On failure the target is cancelled. */
-static int cont_submit(struct cont *c, void *result)
+ * c's references. On failure the target is cancelled (a pool freed since
+ * then is shut down: its memory is still ours). `in_then`: called by
+ * als_future_then itself, which must never run the continuation. */
+static int cont_submit(struct cont *c, void *result, bool in_then)
 {
     c->target->arg = result;
     struct als__spec sp = {
         .frame = c->frame, .future = c->target,
-        .trigger_id = c->trigger_id, .no_reject = true,
+        .trigger_id = c->trigger_id, .no_reject = true, .no_inline = in_then,
     };
     int rc = als__submit(c->pool, &sp); /* takes the frame in every case */
     if (rc) {
         cancel_all(settle(c->target, CANCELLED, NULL));
         als_future_release(c->target);
     }
+    als__pool_unref(c->pool);
     als__block_free(c);
     return rc;
 }
@@ -132,7 +136,7 @@ static void complete(als_future_t *f, uint32_t state, void *result)
     } else {
         while (list) {
             struct cont *next = list->next;
-            cont_submit(list, result);
+            cont_submit(list, result, false);
             list = next;
         }
     }
@@ -189,6 +193,7 @@ int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t *
         als__block_free(c);
         return ALS_ENOMEM;
     }
+    als__pool_ref(pool);
     *c = (struct cont){
         .target = g, .pool = pool, .frame = frame,
         .trigger_id = als_execution_async_id(),
@@ -214,7 +219,7 @@ int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t *
         return 0;
     }
     /* The task takes the continuation's reference; ours is the caller's. */
-    int rc = cont_submit(c, f->result);
+    int rc = cont_submit(c, f->result, true);
     if (rc) {
         als_future_release(g); /* cont_submit cancelled it and dropped its own */
         return rc;
@@ -232,6 +237,8 @@ int als_future_wait(als_future_t *f, int64_t timeout_ns, void **result)
 {
     if (!f)
         return ALS_EINVAL;
+    if (als__runs_own(NULL, f))
+        return ALS_EDEADLK;
     if (als__wait(settled, f, &f->seq, &f->waiting, als__deadline(timeout_ns)))
         return ALS_ETIMEDOUT;
     als__hb_acquire(&f->result);

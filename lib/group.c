@@ -86,6 +86,8 @@ int als_group_wait(als_group_t *g, int64_t timeout_ns)
 {
     if (!g)
         return ALS_EINVAL;
+    if (als__runs_own(g, NULL))
+        return ALS_EDEADLK;
     if (als__wait(finished, g, &g->seq, &g->waiting, als__deadline(timeout_ns)))
         return ALS_ETIMEDOUT;
     als__hb_acquire(&g->pending);

@@ -45,6 +45,9 @@
  *   a drain waiter or the last finishing worker see the other (Dekker). A
  *   worker publishes its finished count, and drops the frame references of
  *   finished tasks, in batches (task_finish explains why that is invisible).
+ *   Submitted and finished counts are kept per drain generation (two, used
+ *   alternately): a drain moves new submitters to the other generation and
+ *   waits only for its own, descendants included (accept_count).
  *
  * Parking
  *   Idle workers spin briefly (polling the ring sparingly: each poll takes
@@ -215,29 +218,43 @@ static struct task *ring_pop(als_pool_t *pool)
     return t;
 }
 
-/* Accepted tasks not yet finished; never underestimates (see top). */
-static uint64_t in_flight(const als_pool_t *pool)
+/* Accepted tasks of drain generation `gen` (0 or 1; 2: both) not yet
+ * finished; never underestimates (see top). */
+static uint64_t in_flight_of(const als_pool_t *pool, unsigned gen)
 {
+    unsigned lo = gen == 2 ? 0 : gen, hi = gen == 2 ? 1 : gen;
     uint64_t done = 0, submitted = 0;
     for (unsigned i = 0; i < pool->nthreads; i++)
-        done += atomic_load_explicit(&pool->workers[i].done, memory_order_seq_cst);
+        for (unsigned g = lo; g <= hi; g++)
+            done += atomic_load_explicit(&pool->workers[i].done[g], memory_order_seq_cst);
     for (unsigned i = 0; i < pool->nthreads; i++)
-        submitted += atomic_load_explicit(&pool->workers[i].submitted, memory_order_seq_cst);
-    submitted += atomic_load_explicit(&pool->ext_submitted, memory_order_seq_cst);
+        for (unsigned g = lo; g <= hi; g++)
+            submitted += atomic_load_explicit(&pool->workers[i].submitted[g],
+                                              memory_order_seq_cst);
+    for (unsigned g = lo; g <= hi; g++)
+        submitted += atomic_load_explicit(&pool->ext_submitted[g], memory_order_seq_cst);
     return submitted - done;
 }
 
-/* Called after a task finished or a submission was taken back, when someone
- * may be waiting for the pool to go idle. */
+static uint64_t in_flight(const als_pool_t *pool)
+{
+    return in_flight_of(pool, 2);
+}
+
+/* Called after tasks finished or a submission was taken back, when someone
+ * may be waiting: a drain for its generation (drain_gen was bumped past
+ * it), a shutdown for the whole pool. */
 static void idle_check(als_pool_t *pool)
 {
-    if (in_flight(pool) != 0)
-        return;
     if (atomic_load_explicit(&pool->drain_waiters, memory_order_seq_cst)) {
-        atomic_fetch_add_explicit(&pool->drain_seq, 1, memory_order_release);
-        futex_wake(&pool->drain_seq, INT_MAX);
+        unsigned gen = (atomic_load_explicit(&pool->drain_gen, memory_order_seq_cst) - 1) & 1;
+        if (in_flight_of(pool, gen) == 0) {
+            atomic_fetch_add_explicit(&pool->drain_seq, 1, memory_order_release);
+            futex_wake(&pool->drain_seq, INT_MAX);
+        }
     }
-    if (atomic_load_explicit(&pool->state, memory_order_seq_cst) != RUNNING)
+    if (atomic_load_explicit(&pool->state, memory_order_seq_cst) != RUNNING &&
+        in_flight(pool) == 0)
         wake_all(pool);
 }
 
@@ -369,13 +386,19 @@ void als__block_free(void *p)
 
 /* ---- running tasks ---------------------------------------------------- */
 
-/* Drops the frame references this worker deferred (see task_finish). */
+/* Drops the frame references this worker deferred (see task_finish). The
+ * list is detached before it is released: a destroy callback may run a
+ * task on this thread (an inline submit into a full pool, a helping wait),
+ * whose task_finish defers its own reference here; those are dropped too
+ * before this returns. */
 static void drop_held(struct worker *w)
 {
-    if (w->held) {
-        als__frame_release_n(w->held, w->held_n);
+    while (w->held) {
+        struct als_snapshot *f = w->held;
+        uint32_t n = w->held_n;
         w->held = NULL;
         w->held_n = 0;
+        als__frame_release_n(f, n);
     }
 }
 
@@ -415,16 +438,22 @@ static void worker_flush(struct worker *w)
     if (!w->running)
         kept_close(w);
     drop_held(w);
-    if (!w->done_pending)
+    if (!w->done_pending[0] && !w->done_pending[1])
         return;
     als__hb_release(&w->pool->drain_seq); /* to als_pool_drain */
-    atomic_store_explicit(&w->done,
-                          atomic_load_explicit(&w->done, memory_order_relaxed) + w->done_pending,
-                          memory_order_seq_cst);
-    w->done_pending = 0;
+    for (unsigned g = 0; g < 2; g++) {
+        if (!w->done_pending[g])
+            continue;
+        atomic_store_explicit(&w->done[g],
+                              atomic_load_explicit(&w->done[g], memory_order_relaxed) +
+                                  w->done_pending[g],
+                              memory_order_seq_cst);
+        w->done_pending[g] = 0;
+    }
     als_pool_t *pool = w->pool;
     /* Work left in our slot or the ring means the pool is not idle yet;
-     * whoever finishes that work checks again. */
+     * whoever finishes that work checks again. (A drain's generation may
+     * end while newer work remains: the drain re-checks by itself.) */
     if (ALS__UNLIKELY(idle_watched(pool)) && !w->next && batch_empty(w) &&
         als__queue_length(&pool->q) == 0)
         idle_check(pool);
@@ -445,6 +474,7 @@ static void task_finish(struct worker *w, struct task *t, int rc, bool cancelled
     struct als_snapshot *f = t->frame;
     struct als_group *g = t->group;
     bool plain = !t->future;
+    unsigned gen = t->gen;
     task_recycle(t);
     if (f != &als__empty_frame) {
         if (f != w->held) {
@@ -461,8 +491,8 @@ static void task_finish(struct worker *w, struct task *t, int rc, bool cancelled
         drop_held(w);
         als__group_task_end(g, rc, cancelled);
     }
-    w->done_pending++;
-    if (plain && w->done_pending < BATCH)
+    w->done_pending[gen]++;
+    if (plain && w->done_pending[0] + w->done_pending[1] < BATCH)
         return;
     worker_flush(w);
 }
@@ -486,13 +516,28 @@ static void task_cancel(struct worker *w, struct task *t)
 static int task_call(struct worker *w, struct task *t)
 {
     int rc = 0;
+    unsigned gen = w->gen;
     w->running++;
+    w->gen = t->gen; /* what it submits joins its generation (drain) */
+    t->next = w->cur;
+    w->cur = t;
     if (t->future)
         als__future_task(t); /* completes the future inside the context */
     else
         rc = t->fn(t->arg);
+    w->cur = t->next;
+    w->gen = gen;
     w->running--;
     return rc;
+}
+
+bool als__runs_own(const struct als_group *g, const struct als_future *f)
+{
+    struct worker *w = self;
+    for (const struct task *t = w ? w->cur : NULL; t; t = t->next)
+        if ((g && t->group == g) || (f && t->future == f))
+            return true;
+    return false;
 }
 
 static void task_failed(struct worker *w, struct task *t, int rc, uint64_t id);
@@ -505,6 +550,8 @@ static void task_run(struct worker *w, struct task *t)
         task_cancel(w, t);
         return;
     }
+    if (ALS__UNLIKELY(w->done_pending[!t->gen]))
+        worker_flush(w); /* a drain may wait for those (see task_run_top) */
     bump(&w->started, memory_order_relaxed);
     if (w->held != t->frame) /* see task_finish */
         drop_held(w);
@@ -543,6 +590,12 @@ static void task_run_top(struct worker *w, struct task *t)
         task_cancel(w, t);
         return;
     }
+    /* Finished tasks of the other drain generation are published before a
+     * task of this one runs: a drain waiting for them must not wait for
+     * BATCH more tasks (only after a drain began: generations alternate
+     * once per drain). */
+    if (ALS__UNLIKELY(w->done_pending[!t->gen]))
+        worker_flush(w);
     bump(&w->started, memory_order_relaxed);
     if (w->kept == t->frame) {
         als__tls.exec_id = ALS__ID_LAZY;
@@ -596,7 +649,9 @@ static void task_inline(struct worker *w, als_task_fn fn, void *arg)
     struct als__scope s;
     als__scope_open_task(&s, ALS__ID_LAZY, ALS__ID_PARENT);
     struct als__scope *unwind __attribute__((cleanup(als__scope_unwind))) = &s;
+    w->inlined[w->gen]++;
     int rc = fn(arg);
+    w->inlined[w->gen]--;
     unwind = NULL;
     uint64_t id = als__tls.exec_id;
     als__scope_end_task(&s);
@@ -608,7 +663,8 @@ static void task_inline(struct worker *w, als_task_fn fn, void *arg)
             als__scope_end_task(&s);
         }
     }
-    if (++w->done_pending >= BATCH)
+    /* Submitted by a running task (submit_inline): its generation. */
+    if (++w->done_pending[w->gen] + w->done_pending[!w->gen] >= BATCH)
         worker_flush(w);
 }
 
@@ -691,10 +747,88 @@ static void worker_park(struct worker *w)
     atomic_fetch_and_explicit(word, ~bit, memory_order_relaxed);
 }
 
+static void *worker_main(void *arg);
+
+/* Joins worker w's thread, and the threads that replaced it meanwhile
+ * (worker_unwound). */
+static void worker_join(als_pool_t *pool, struct worker *w)
+{
+    for (;;) {
+        pthread_mutex_lock(&pool->stop_mu);
+        pthread_t t = w->thread;
+        w->claimed = true;
+        pthread_mutex_unlock(&pool->stop_mu);
+        pthread_join(t, NULL);
+        pthread_mutex_lock(&pool->stop_mu);
+        bool replaced = !pthread_equal(t, w->thread);
+        pthread_mutex_unlock(&pool->stop_mu);
+        if (!replaced)
+            return;
+    }
+}
+
+/* The worker's thread is ending inside a task: the task (or a function it
+ * called) ran pthread_exit, or was cancelled at a cancellation point. The
+ * library is built with -fexceptions, so this runs as the unwinding leaves
+ * worker_main; the scopes it passed restored the context up to the
+ * worker's own kept scope (assumed here: a task unwound from inside a
+ * scope of its own that has no cleanup leaves the thread's context
+ * unreliable). Every task that was running on this thread counts as failed
+ * with ALS_ECANCELED (on_error says so; a future's task cancels its
+ * future, a group's task ends in its group), what they held is released,
+ * and a new thread takes the worker's place, so drain and shutdown still
+ * end and queued work still runs. */
+static void worker_unwound(struct worker **pw)
+{
+    struct worker *w = *pw;
+    if (!w)
+        return; /* worker_main returned */
+    als_pool_t *pool = w->pool;
+    struct task *t = w->cur;
+    w->cur = NULL;
+    w->running = 0;
+    kept_close(w);
+    for (unsigned g = 0; g < 2; g++) {
+        /* Inline runs have no record: counted only. */
+        atomic_store_explicit(&w->failed,
+                              atomic_load_explicit(&w->failed, memory_order_relaxed) +
+                                  w->inlined[g],
+                              memory_order_relaxed);
+        w->done_pending[g] += w->inlined[g];
+        w->inlined[g] = 0;
+    }
+    while (t) {
+        struct task *outer = t->next;
+        task_failed(w, t, ALS_ECANCELED, ALS__ID_LAZY);
+        if (t->future)
+            als__future_cancelled(t->future);
+        task_finish(w, t, ALS_ECANCELED, false);
+        t = outer;
+    }
+    worker_flush(w);
+
+    pthread_mutex_lock(&pool->stop_mu);
+    pthread_t heir;
+    if (pthread_create(&heir, NULL, worker_main, w) == 0) {
+        w->thread = heir;
+        /* A shutdown joining us joins the heir next; else nobody will. */
+        if (!w->claimed)
+            pthread_detach(pthread_self());
+        w->claimed = false;
+    } else {
+#ifndef NDEBUG
+        fprintf(stderr, "libals: pool worker %s-%u ended inside a task and "
+                        "could not be replaced\n", pool->name, w->index);
+#endif
+    }
+    pthread_mutex_unlock(&pool->stop_mu);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     als_pool_t *pool = w->pool;
+    struct worker *unwinding __attribute__((cleanup(worker_unwound))) = w;
     self = w;
     /* Inline runs may use INLINE_STACK below this frame, or a quarter of
      * the thread's stack if that is smaller. */
@@ -757,28 +891,60 @@ static void *worker_main(void *arg)
         worker_park(w);
         woken = true;
     }
+    unwinding = NULL;
     wake_all(pool); /* the others see the end too */
     return NULL;
 }
 
 /* ---- submitting ------------------------------------------------------- */
 
-/* Takes back an accepted count (the task was refused after all). */
-static void unaccept(als_pool_t *pool, struct worker *w)
+/* Takes back an accepted count of generation `gen` (the task was refused
+ * after all, or moves to a newer generation). */
+static void unaccept(als_pool_t *pool, struct worker *w, unsigned gen)
 {
     if (w)
-        unbump(&w->submitted);
+        unbump(&w->submitted[gen]);
     else
-        atomic_fetch_sub_explicit(&pool->ext_submitted, 1, memory_order_seq_cst);
+        atomic_fetch_sub_explicit(&pool->ext_submitted[gen], 1, memory_order_seq_cst);
     if (idle_watched(pool))
         idle_check(pool);
+}
+
+/* Counts a submission and returns its drain generation. A task's
+ * submissions join the running task's generation: a drain waits for the
+ * descendants of what it waits for, and the running task, in flight until
+ * its own `done` store, covers the count (no fence needed). Any other
+ * joins the current generation, re-checked after counting: a drain that
+ * begins meanwhile (bumping drain_gen) either sees the count, or is seen
+ * here and the count moves to the new generation (Dekker, seq_cst on both
+ * sides). So no drain misses a task accepted before it began, and none
+ * waits for one accepted after. */
+static unsigned accept_count(als_pool_t *pool, struct worker *w)
+{
+    if (w && w->running) {
+        bump(&w->submitted[w->gen], memory_order_relaxed);
+        return w->gen;
+    }
+    uint32_t e = atomic_load_explicit(&pool->drain_gen, memory_order_seq_cst);
+    for (;;) {
+        unsigned gen = e & 1;
+        if (w)
+            bump(&w->submitted[gen], memory_order_seq_cst);
+        else
+            atomic_fetch_add_explicit(&pool->ext_submitted[gen], 1, memory_order_seq_cst);
+        uint32_t now = atomic_load_explicit(&pool->drain_gen, memory_order_seq_cst);
+        if (now == e)
+            return gen;
+        unaccept(pool, w, gen);
+        e = now;
+    }
 }
 
 static void task_discard(als_pool_t *pool, struct worker *w, struct task *t)
 {
     als__frame_release(t->frame);
+    unaccept(pool, w, t->gen);
     task_recycle(t);
-    unaccept(pool, w);
 }
 
 /* Waits for room in the ring. Outside submitters give up when a shutdown
@@ -804,6 +970,16 @@ static bool push_wait(als_pool_t *pool, struct task *t, bool any_state)
     }
 }
 
+/* Hands an accepted task to the timer thread, which queues it after
+ * `delay_ns` (0: as soon as the ring has room). */
+static int timer_hand(als_pool_t *pool, struct worker *w, struct task *t, uint64_t delay_ns)
+{
+    int rc = als__timer_add(pool, t, delay_ns);
+    if (rc)
+        task_discard(pool, w, t);
+    return rc;
+}
+
 void als__push_accepted(als_pool_t *pool, struct task *t)
 {
     if (!ring_push(pool, t))
@@ -817,21 +993,16 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
 
     /* Count first, then look at the state: a shutdown that has begun either
      * is seen here, or sees this count and waits for the task (Dekker).
-     * A worker's submit needs no fence: the task running it is in flight
+     * A task's submit needs no fence: the task running it is in flight
      * until its own `done` store (release, after this count), so nobody can
      * find the pool idle without seeing this count too. */
-    int st;
-    if (w) {
-        bump(&w->submitted, memory_order_relaxed);
-        st = atomic_load_explicit(&pool->state, memory_order_relaxed);
-    } else {
-        atomic_fetch_add_explicit(&pool->ext_submitted, 1, memory_order_seq_cst);
-        st = atomic_load_explicit(&pool->state, memory_order_seq_cst);
-    }
+    unsigned gen = accept_count(pool, w);
+    int st = atomic_load_explicit(&pool->state, w && w->running ? memory_order_relaxed
+                                                                : memory_order_seq_cst);
     if (ALS__UNLIKELY(st != RUNNING) && !(st == DRAINING && w)) {
         if (sp->frame)
             als__frame_release(sp->frame);
-        unaccept(pool, w);
+        unaccept(pool, w, gen);
         return ALS_ESHUTDOWN;
     }
 
@@ -839,14 +1010,15 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
     if (!t) {
         if (sp->frame)
             als__frame_release(sp->frame);
-        unaccept(pool, w);
+        unaccept(pool, w, gen);
         return ALS_ENOMEM;
     }
+    t->gen = gen;
     bool detached = sp->flags & ALS_TASK_DETACHED;
     t->frame = sp->frame ? sp->frame : detached ? &als__empty_frame : als__capture();
     if (!t->frame) {
         task_recycle(t);
-        unaccept(pool, w);
+        unaccept(pool, w, gen);
         return ALS_ENOMEM;
     }
     t->fn = sp->fn;
@@ -858,12 +1030,8 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
                   : detached       ? 0
                                    : als_execution_async_id();
 
-    if (sp->delay_ns) {
-        int rc = als__timer_add(pool, t, sp->delay_ns);
-        if (rc)
-            task_discard(pool, w, t);
-        return rc;
-    }
+    if (sp->delay_ns)
+        return timer_hand(pool, w, t, sp->delay_ns);
 
     if (w) {
         /* The newest task goes to this worker's LIFO slot; the one it
@@ -883,6 +1051,8 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
             task_discard(pool, w, t);
             return ALS_EFULL;
         }
+        if (sp->no_inline)
+            return timer_hand(pool, w, t, 0);
         /* BLOCK policy, full pool, submitted by its own worker: waiting could
          * deadlock (every worker might be waiting), so run it here. */
         task_run(w, t);
@@ -898,6 +1068,8 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
         task_discard(pool, NULL, t);
         return ALS_EFULL;
     }
+    if (sp->no_inline)
+        return timer_hand(pool, NULL, t, 0);
     if (!push_wait(pool, t, false)) {
         task_discard(pool, NULL, t);
         return ALS_ESHUTDOWN;
@@ -931,15 +1103,16 @@ static bool workers_idle(const als_pool_t *pool)
 static bool submit_inline(als_pool_t *pool, als_task_fn fn, void *arg)
 {
     struct worker *w = own_worker(pool);
-    if (!w || !w->next || (uintptr_t)__builtin_frame_address(0) < w->inline_floor ||
+    if (!w || !w->running || !w->next ||
+        (uintptr_t)__builtin_frame_address(0) < w->inline_floor ||
         als__queue_length(&pool->q) < pool->inline_mark || workers_idle(pool))
         return false;
     /* Counted before the state is read, as in als__submit; no fence: the
      * submitting task is itself in flight. */
-    bump(&w->submitted, memory_order_relaxed);
+    unsigned gen = accept_count(pool, w);
     int st = atomic_load_explicit(&pool->state, memory_order_relaxed);
     if (ALS__UNLIKELY(st != RUNNING && st != DRAINING)) {
-        unaccept(pool, w); /* als__submit refuses it */
+        unaccept(pool, w, gen); /* als__submit refuses it */
         return false;
     }
     task_inline(w, fn, arg);
@@ -1073,14 +1246,94 @@ static unsigned round_pow2(unsigned n)
     return p;
 }
 
+/* ---- fork --------------------------------------------------------------
+ * A fork() child has one thread, the one that forked: no pool created
+ * before has workers there, and its locks may be held by threads that are
+ * gone. The child handler marks every live pool: it refuses work (STOPPED,
+ * so every submit path answers ALS_ESHUTDOWN), drain and shutdown return at
+ * once, and als_pool_free releases the memory without joining or touching
+ * its locks. The record slabs' lock is held across fork, so the child can
+ * still allocate records. */
+
+static pthread_mutex_t pools_mu = PTHREAD_MUTEX_INITIALIZER;
+static als_pool_t *pools;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static bool fork_ok;
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&pools_mu);
+    pthread_mutex_lock(&slabs_mu);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&slabs_mu);
+    pthread_mutex_unlock(&pools_mu);
+}
+
+static void fork_child(void)
+{
+    for (als_pool_t *p = pools; p; p = p->reg_next) {
+        p->forked = true;
+        atomic_store_explicit(&p->state, STOPPED, memory_order_relaxed);
+    }
+    fork_parent();
+}
+
+static void fork_init(void)
+{
+    fork_ok = pthread_atfork(fork_prepare, fork_parent, fork_child) == 0;
+}
+
+static void pool_list(als_pool_t *pool)
+{
+    pthread_mutex_lock(&pools_mu);
+    pool->reg_next = pools;
+    if (pools)
+        pools->reg_prev = &pool->reg_next;
+    pool->reg_prev = &pools;
+    pools = pool;
+    pthread_mutex_unlock(&pools_mu);
+}
+
+static void pool_unlist(als_pool_t *pool)
+{
+    if (!pool->reg_prev)
+        return;
+    pthread_mutex_lock(&pools_mu);
+    *pool->reg_prev = pool->reg_next;
+    if (pool->reg_next)
+        pool->reg_next->reg_prev = pool->reg_prev;
+    pthread_mutex_unlock(&pools_mu);
+}
+
+static void pool_release(als_pool_t *pool);
+
+void als__pool_ref(als_pool_t *pool)
+{
+    atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
+}
+
+void als__pool_unref(als_pool_t *pool)
+{
+    /* acq_rel: whoever frees sees every use made under the other refs. */
+    if (atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_acq_rel) == 1)
+        pool_release(pool);
+}
+
 static void pool_release(als_pool_t *pool)
 {
+    pool_unlist(pool);
     als__queue_fini(&pool->q);
     als__free(pool->timers.heap);
-    pthread_cond_destroy(&pool->timers.cv);
-    pthread_mutex_destroy(&pool->timers.mu);
-    pthread_cond_destroy(&pool->stop_cv);
-    pthread_mutex_destroy(&pool->stop_mu);
+    if (!pool->forked) { /* a gone thread may hold them (see fork) */
+        pthread_cond_destroy(&pool->timers.cv);
+        pthread_mutex_destroy(&pool->timers.mu);
+        pthread_cond_destroy(&pool->stop_cv);
+        pthread_mutex_destroy(&pool->stop_mu);
+        pthread_mutex_destroy(&pool->drain_mu);
+    }
     free(pool->workers);
     free((void *)pool->idle);
     free(pool);
@@ -1109,7 +1362,8 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     unsigned n = o.threads ? o.threads : cpu_count();
 
     pthread_once(&chains_once, chains_init);
-    if (!chains_ok)
+    pthread_once(&fork_once, fork_init);
+    if (!chains_ok || !fork_ok)
         return NULL;
     als_pool_t *pool = aligned_zalloc(sizeof *pool);
     if (!pool)
@@ -1133,6 +1387,8 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
         free(pool);
         return NULL;
     }
+    atomic_init(&pool->refs, 1);
+    pthread_mutex_init(&pool->drain_mu, NULL);
     pthread_mutex_init(&pool->stop_mu, NULL);
     pthread_cond_init(&pool->stop_cv, NULL);
     pthread_mutex_init(&pool->timers.mu, NULL);
@@ -1165,6 +1421,7 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
             return NULL;
         }
     }
+    pool_list(pool);
     return pool;
 }
 
@@ -1174,15 +1431,28 @@ int als_pool_drain(als_pool_t *pool)
         return ALS_EINVAL;
     if (own_worker(pool))
         return ALS_EDEADLK;
+    if (pool->forked)
+        return 0; /* nothing will ever run (see fork) */
+    /* Tasks accepted from now on, and their descendants, join the next
+     * generation: wait for this one only, so that steady submitters cannot
+     * keep a drain waiting. The previous drain emptied the other one. */
+    pthread_mutex_lock(&pool->drain_mu);
+    uint32_t e = atomic_load_explicit(&pool->drain_gen, memory_order_relaxed);
+    atomic_store_explicit(&pool->drain_gen, e + 1, memory_order_seq_cst);
     atomic_fetch_add_explicit(&pool->drain_waiters, 1, memory_order_seq_cst);
     for (;;) {
         uint32_t seq = atomic_load_explicit(&pool->drain_seq, memory_order_acquire);
-        if (in_flight(pool) == 0)
+        if (in_flight_of(pool, e & 1) == 0)
             break;
-        futex_wait(&pool->drain_seq, seq);
+        /* Workers wake us when they run out of work (worker_flush). While
+         * newer work keeps them busy, our generation may end unseen: look
+         * again every millisecond rather than have every worker sum the
+         * counters at every flush (bench/pool fanout: 5 -> 11 ns/task). */
+        futex_wait_until(&pool->drain_seq, seq, UINT64_MAX, 1000000);
     }
     als__hb_acquire(&pool->drain_seq);
     atomic_fetch_sub_explicit(&pool->drain_waiters, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&pool->drain_mu);
     return 0;
 }
 
@@ -1192,6 +1462,8 @@ int als_pool_shutdown(als_pool_t *pool, int how)
         return ALS_EINVAL;
     if (own_worker(pool))
         return ALS_EDEADLK;
+    if (pool->forked)
+        return 0; /* stopped, no workers (see fork) */
     pthread_mutex_lock(&pool->stop_mu);
     int want = how == ALS_SHUTDOWN_CANCEL ? CANCELLING : DRAINING;
     if (atomic_load_explicit(&pool->state, memory_order_relaxed) < want) {
@@ -1207,7 +1479,7 @@ int als_pool_shutdown(als_pool_t *pool, int how)
         /* Workers end when nothing is in flight, delayed tasks included,
          * so the timer thread has nothing left when they are gone. */
         for (unsigned i = 0; i < pool->nthreads; i++)
-            pthread_join(pool->workers[i].thread, NULL);
+            worker_join(pool, &pool->workers[i]);
         als__timers_stop(pool);
         pthread_mutex_lock(&pool->stop_mu);
         atomic_store_explicit(&pool->state, STOPPED, memory_order_seq_cst);
@@ -1232,7 +1504,7 @@ void als_pool_free(als_pool_t *pool)
         return;
     }
     als_pool_shutdown(pool, ALS_SHUTDOWN_DRAIN);
-    pool_release(pool);
+    als__pool_unref(pool);
 }
 
 int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out)
@@ -1242,16 +1514,19 @@ int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out)
     uint64_t done = 0, failed = 0, cancelled = 0, started = 0, submitted = 0;
     for (unsigned i = 0; i < pool->nthreads; i++) {
         const struct worker *w = &pool->workers[i];
-        done += atomic_load_explicit(&w->done, memory_order_acquire);
+        done += atomic_load_explicit(&w->done[0], memory_order_acquire);
+        done += atomic_load_explicit(&w->done[1], memory_order_acquire);
         failed += atomic_load_explicit(&w->failed, memory_order_relaxed);
         cancelled += atomic_load_explicit(&w->cancelled, memory_order_relaxed);
     }
     for (unsigned i = 0; i < pool->nthreads; i++) {
         const struct worker *w = &pool->workers[i];
         started += atomic_load_explicit(&w->started, memory_order_relaxed);
-        submitted += atomic_load_explicit(&w->submitted, memory_order_relaxed);
+        submitted += atomic_load_explicit(&w->submitted[0], memory_order_relaxed);
+        submitted += atomic_load_explicit(&w->submitted[1], memory_order_relaxed);
     }
-    submitted += atomic_load_explicit(&pool->ext_submitted, memory_order_relaxed);
+    submitted += atomic_load_explicit(&pool->ext_submitted[0], memory_order_relaxed);
+    submitted += atomic_load_explicit(&pool->ext_submitted[1], memory_order_relaxed);
     uint64_t parks = 0, wakeups = atomic_load_explicit(&pool->ext_wakeups, memory_order_relaxed),
              sub_wakeups = atomic_load_explicit(&pool->ext_submitter_wakeups, memory_order_relaxed);
     for (unsigned i = 0; i < pool->nthreads; i++) {

@@ -26,8 +26,10 @@ struct als_future;
 struct als_group;
 
 struct task {
-    struct task *next;            /* free-list link */
+    struct task *next;            /* free-list link; while running: the
+                                     task it runs inside (worker.cur) */
     unsigned chain_n;             /* records in a free chain (first record) */
+    unsigned gen;                 /* drain generation (0 or 1, see drain) */
     als_task_fn fn;               /* NULL for a future's task */
     void *arg;
     void (*cancel)(void *arg);
@@ -39,25 +41,34 @@ struct task {
 
 struct worker {
     _Alignas(ALS__CACHELINE)
-    /* Written by this worker's thread only (stats read them racily). */
-    _Atomic uint64_t submitted, started, done, failed, cancelled;
+    /* Written by this worker's thread only (stats read them racily).
+     * Submitted and done are counted per drain generation. */
+    _Atomic uint64_t submitted[2], started, done[2], failed, cancelled;
     _Atomic uint64_t parks, wakeups, submitter_wakeups; /* see count_wake */
     _Atomic uint32_t wake;        /* futex word this worker parks on */
     als_pool_t *pool;
     struct als_snapshot *held;    /* deferred frame references (task_finish) */
     uint32_t held_n;
-    uint32_t done_pending;        /* finished tasks not yet counted in done */
+    uint32_t done_pending[2];     /* finished tasks not yet counted in done */
+    unsigned gen;                 /* generation of the innermost running task */
     struct task *next;            /* LIFO slot: this thread only */
     unsigned streak;              /* LIFO-slot tasks taken in a row */
     uintptr_t inline_floor;       /* inline runs only above this stack address */
     unsigned running;             /* tasks running on this thread's stack */
+    struct task *cur;             /* innermost of them with a record (a
+                                     list through task.next), or NULL */
+    unsigned inlined[2];          /* of them, run by submit_inline, per
+                                     generation (no record) */
     struct task *batch[POP_BATCH]; /* taken off the ring, not yet run */
     unsigned batch_i, batch_n;    /* batch[batch_i..batch_n) remain */
     struct als_snapshot *kept;    /* frame `ks` entered (a reference), or NULL */
     struct als__scope ks;         /* kept open across top-level tasks of one
                                      frame (task_run_top) */
     unsigned index;
-    pthread_t thread;
+    pthread_t thread;             /* under pool.stop_mu once started: a
+                                     worker whose thread ended inside a
+                                     task is replaced (worker_unwound) */
+    bool claimed;                 /* a shutdown is joining `thread` */
 };
 
 /* Delayed tasks: a binary min-heap by deadline, one timer thread per pool,
@@ -82,7 +93,8 @@ struct als_pool {
     struct als__queue q;          /* tasks */
     unsigned small_cap;           /* capacity 1 or 2: counted, see ring_push */
     _Atomic unsigned small_len;
-    _Alignas(ALS__CACHELINE) _Atomic uint64_t ext_submitted; /* outside submits */
+    _Alignas(ALS__CACHELINE) _Atomic uint64_t ext_submitted[2]; /* outside
+                                     submits, per drain generation */
     _Atomic uint64_t rejected;
     _Atomic uint64_t ext_wakeups, ext_submitter_wakeups; /* by other threads */
     _Alignas(ALS__CACHELINE) _Atomic uint32_t spinning; /* idle, not parked */
@@ -93,6 +105,16 @@ struct als_pool {
     _Atomic uint32_t drain_waiters;
     _Atomic uint32_t drain_seq;
     _Atomic int state;
+    _Atomic uint32_t drain_gen;   /* bumped by each drain (under drain_mu);
+                                     new tasks join generation drain_gen & 1 */
+    pthread_mutex_t drain_mu;     /* one drain at a time */
+    _Atomic uint32_t refs;        /* the owner's, and one per pending
+                                     continuation (future.c): the memory
+                                     outlives als_pool_free until those
+                                     settle */
+    bool forked;                  /* a fork() child's copy: no workers */
+    als_pool_t *reg_next;         /* live pools (fork handling), under */
+    als_pool_t **reg_prev;        /* pool.c's pools_mu; NULL: not listed */
     pthread_mutex_t stop_mu;      /* shutdown callers only */
     pthread_cond_t stop_cv;
     bool joining, joined;
@@ -122,6 +144,9 @@ struct als__spec {
     bool no_reject;               /* accepted earlier (a continuation):
                                      a full REJECT pool blocks or runs it
                                      inline instead of refusing */
+    bool no_inline;               /* never run or wait inside the call
+                                     (als_future_then): a full ring hands
+                                     the task to the timer thread */
 };
 
 /* pool.c */
@@ -132,6 +157,14 @@ struct worker *als__self(void);
  * pool's state (the task was accepted: it must reach a worker). */
 void als__push_accepted(als_pool_t *pool, struct task *t);
 void als__wake_all(als_pool_t *pool);
+/* Whether the calling thread is running, at any depth, a task of group `g`
+ * or the task that completes future `f` (either may be NULL): waiting for
+ * it here would wait for itself. */
+bool als__runs_own(const struct als_group *g, const struct als_future *f);
+/* One more reference to the pool's memory (not to its workers), and its
+ * release: the last one frees the memory of a pool freed already. */
+void als__pool_ref(als_pool_t *pool);
+void als__pool_unref(als_pool_t *pool);
 /* Waits until done(ctx) is true or the CLOCK_MONOTONIC deadline (ns, or
  * UINT64_MAX) passes, sleeping on `word` (a futex word the completer bumps
  * and wakes) while `*waiting` counts this waiter. A worker of a pool runs
