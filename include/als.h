@@ -385,8 +385,10 @@ ALS_API int als_thread_create(pthread_t *thread, const pthread_attr_t *attr,
  *
  *  A task must not end its thread (pthread_exit, or a pthread_cancel that
  *  acts at a cancellation point inside it) nor longjmp out of itself. If
- *  its thread ends anyway, outside any scope the task opened itself (its
- *  own als_run, als_scope_enter...), the pool does not hang: that task,
+ *  its thread ends anyway, also inside scopes the task opened itself (its
+ *  own als_run, als_snapshot_run...: they unwind first, see "Non-local
+ *  exits"; an explicit als_scope_enter left open is not), the pool does
+ *  not hang: that task,
  *  and any task it was running inside on that thread, counts as failed
  *  (stats.failed; on_error is called with ALS_ECANCELED; a future's task
  *  cancels its future; a group's task ends in its group with

@@ -770,10 +770,9 @@ static void worker_join(als_pool_t *pool, struct worker *w)
 /* The worker's thread is ending inside a task: the task (or a function it
  * called) ran pthread_exit, or was cancelled at a cancellation point. The
  * library is built with -fexceptions, so this runs as the unwinding leaves
- * worker_main; the scopes it passed restored the context up to the
- * worker's own kept scope (assumed here: a task unwound from inside a
- * scope of its own that has no cleanup leaves the thread's context
- * unreliable). Every task that was running on this thread counts as failed
+ * worker_main; the scopes it passed (the task's own runs, the task scope
+ * itself) closed in their cleanups and restored the context up to the
+ * worker's own kept scope (test_pool_lifecycle: *_in_run). Every task that was running on this thread counts as failed
  * with ALS_ECANCELED (on_error says so; a future's task cancels its
  * future, a group's task ends in its group), what they held is released,
  * and a new thread takes the worker's place, so drain and shutdown still

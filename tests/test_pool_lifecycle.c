@@ -491,6 +491,9 @@ static struct {
     _Atomic int errors;        /* on_error calls */
     int last_error;
     struct dval v;             /* bound when the task was submitted */
+    bool in_run;               /* the thread ends inside the task's own als_run */
+    als_t *inner;
+    struct dval v2;            /* bound by that als_run */
 } ender;
 
 static void ender_on_error(int rc, void *arg, void *user)
@@ -501,13 +504,34 @@ static void ender_on_error(int rc, void *arg, void *user)
     atomic_fetch_add(&ender.errors, 1);
 }
 
-static int exit_task(void *arg)
+static void *exit_body(void *arg)
 {
     (void)arg;
     pthread_exit(NULL);
 }
 
+static void *cancelled_body(void *arg);
+
+/* The thread ends inside an als_run the task opened itself when in_run is
+ * set: the run's scope unwinds first (its value released once), then the
+ * worker's handler counts the task. */
+static int exit_task(void *arg)
+{
+    if (ender.in_run)
+        als_run(ender.inner, &ender.v2, exit_body, arg);
+    exit_body(arg);
+    return 0;
+}
+
 static int cancelled_task(void *arg)
+{
+    if (ender.in_run)
+        als_run(ender.inner, &ender.v2, cancelled_body, arg);
+    cancelled_body(arg);
+    return 0;
+}
+
+static void *cancelled_body(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&ender.g.mu);
@@ -517,7 +541,7 @@ static int cancelled_task(void *arg)
     pthread_mutex_unlock(&ender.g.mu);
     for (;;)
         pthread_testcancel();
-    return 0;
+    return NULL;
 }
 
 static void *submit_ender(void *arg)
@@ -531,12 +555,15 @@ static void *submit_ender(void *arg)
  * return, the task counts as failed with ALS_ECANCELED, the value is
  * destroyed once, and a task queued behind it still runs (on the worker's
  * new thread: the pool has one). */
-static void run_thread_end(enum ender how)
+static void run_thread_end(enum ender how, bool in_run)
 {
     memset(&ender, 0, sizeof ender);
     ender.how = how;
+    ender.in_run = in_run;
     gate_init(&ender.g);
     atomic_store(&counted, 0);
+    ender.inner = als_new(&(als_options){ .destroy = dval_destroy });
+    assert_non_null(ender.inner);
     als_t *store = als_new(&(als_options){ .destroy = dval_destroy });
     als_pool_t *p = als_pool_new(&(als_pool_options){
         .threads = 1, .on_error = ender_on_error });
@@ -559,20 +586,35 @@ static void run_thread_end(enum ender how)
     assert_int_equal(ender.last_error, ALS_ECANCELED);
     als_pool_free(p);
     assert_destroyed_once(&ender.v, 1);
+    if (in_run)
+        assert_destroyed_once(&ender.v2, 1);
     als_free(store);
+    als_free(ender.inner);
     gate_destroy(&ender.g);
 }
 
 static void test_task_pthread_exit(void **state)
 {
     (void)state;
-    run_thread_end(EXIT_IN_TASK);
+    run_thread_end(EXIT_IN_TASK, false);
+}
+
+static void test_task_pthread_exit_in_run(void **state)
+{
+    (void)state;
+    run_thread_end(EXIT_IN_TASK, true);
+}
+
+static void test_task_pthread_cancel_in_run(void **state)
+{
+    (void)state;
+    run_thread_end(CANCEL_IN_TASK, true);
 }
 
 static void test_task_pthread_cancel(void **state)
 {
     (void)state;
-    run_thread_end(CANCEL_IN_TASK);
+    run_thread_end(CANCEL_IN_TASK, false);
 }
 
 int main(void)
@@ -588,6 +630,8 @@ int main(void)
         cmocka_unit_test(test_drain_with_steady_submitter),
         cmocka_unit_test(test_task_pthread_exit),
         cmocka_unit_test(test_task_pthread_cancel),
+        cmocka_unit_test(test_task_pthread_exit_in_run),
+        cmocka_unit_test(test_task_pthread_cancel_in_run),
     };
     return cmocka_run_group_tests_name("pool_lifecycle", tests, NULL, NULL);
 }
