@@ -1296,14 +1296,16 @@ static void pool_list(als_pool_t *pool)
     pthread_mutex_unlock(&pools_mu);
 }
 
+/* reg_prev is read under the lock too: a pool created meanwhile writes the
+ * head pool's reg_prev (tsan: stress_pinned). NULL: never listed. */
 static void pool_unlist(als_pool_t *pool)
 {
-    if (!pool->reg_prev)
-        return;
     pthread_mutex_lock(&pools_mu);
-    *pool->reg_prev = pool->reg_next;
-    if (pool->reg_next)
-        pool->reg_next->reg_prev = pool->reg_prev;
+    if (pool->reg_prev) {
+        *pool->reg_prev = pool->reg_next;
+        if (pool->reg_next)
+            pool->reg_next->reg_prev = pool->reg_prev;
+    }
     pthread_mutex_unlock(&pools_mu);
 }
 
