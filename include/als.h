@@ -473,7 +473,9 @@ typedef struct als_pool_stats {
      *  others. Wakes of drain, future and group waiters are not counted. */
     uint64_t wakeups;
     /** FUTEX_WAKE system calls made to wake submitters blocked on a full
-     *  queue (ALS_FULL_BLOCK), counted apart from wakeups. */
+     *  queue (ALS_FULL_BLOCK), counted apart from wakeups: about one per
+     *  wait, once the queue has drained to half (however many submitters
+     *  wait), and at shutdown one each time all workers are woken. */
     uint64_t submitter_wakeups;
     /** Tasks a worker took from another worker's queue: always 0 until the
      *  scheduler steals (issue 12). */

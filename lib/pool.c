@@ -692,6 +692,31 @@ static struct task *ring_take(struct worker *w)
     return ring_pop(pool);
 }
 
+/* Wakes the BLOCK submitters once the ring has drained to half
+ * (hysteresis: waking them at every pop made a system call per task while
+ * a fast submitter kept the ring full). Called after a pop that saw
+ * `room_armed` set; the relaxed load there is ordered after the pop's
+ * dequeue CAS, a full barrier on x86-64, against the waiter's seq_cst
+ * arming before its retry of the ring (Dekker: it sees our pop, or we see
+ * its flag). Elsewhere the waiter's timeout is the backstop.
+ *
+ * One system call per wait, not one per pop: the first popper to find room
+ * claims the flag with an exchange and wakes; every pop after it, until a
+ * waiter that still finds the ring full re-arms, sees the flag clear and
+ * makes no call. The exchange is acq_rel so that a waiter's arming (release)
+ * synchronizes with it: the waiter read room_seq before arming, so that
+ * read happens before our increment and its futex wait cannot sleep
+ * through it. */
+static void room_wake(als_pool_t *pool, struct worker *w)
+{
+    if (als__queue_length(&pool->q) > pool->room_mark ||
+        !atomic_exchange_explicit(&pool->room_armed, 0, memory_order_acq_rel))
+        return;
+    atomic_fetch_add_explicit(&pool->room_seq, 1, memory_order_release);
+    bump(&w->submitter_wakeups, memory_order_relaxed);
+    futex_wake(&pool->room_seq, INT_MAX);
+}
+
 static struct task *task_take(struct worker *w)
 {
     als_pool_t *pool = w->pool;
@@ -710,18 +735,8 @@ static struct task *task_take(struct worker *w)
     if (!batch_empty(w))
         return w->batch[w->batch_i++];
     t = ring_take(w);
-    /* Relaxed is enough after ck's successful dequeue CAS, a full barrier on
-     * x86-64; a blocked submitter re-checks the ring after announcing
-     * itself, and waits with a timeout elsewhere. Blocked submitters are
-     * woken once the ring has drained to half (hysteresis): waking them at
-     * every pop made a system call per task while a fast submitter kept
-     * the ring full. */
-    if (t && atomic_load_explicit(&pool->room_waiters, memory_order_relaxed) &&
-        als__queue_length(&pool->q) <= pool->room_mark) {
-        atomic_fetch_add_explicit(&pool->room_seq, 1, memory_order_release);
-        bump(&w->submitter_wakeups, memory_order_relaxed);
-        futex_wake(&pool->room_seq, INT_MAX);
-    }
+    if (t && atomic_load_explicit(&pool->room_armed, memory_order_relaxed))
+        room_wake(pool, w);
     return t;
 }
 
@@ -952,20 +967,21 @@ static void task_discard(als_pool_t *pool, struct worker *w, struct task *t)
 static bool push_wait(als_pool_t *pool, struct task *t, bool any_state)
 {
     for (;;) {
-        atomic_fetch_add_explicit(&pool->room_waiters, 1, memory_order_seq_cst);
+        /* Read the sequence before arming (room_wake says why), and arm
+         * (seq_cst: ordered before the retry's loads of the ring) only
+         * after a failed push, so that a submitter woken into room leaves
+         * no flag behind for a wake-up nobody needs. */
         uint32_t seq = atomic_load_explicit(&pool->room_seq, memory_order_acquire);
-        bool pushed = ring_push(pool, t);
-        bool running = atomic_load_explicit(&pool->state, memory_order_seq_cst) == RUNNING;
-        if (!pushed && (running || any_state)) {
-            /* The timeout is a backstop for weakly ordered machines only. */
-            struct timespec ts = { 0, 50 * 1000 * 1000 };
-            syscall(SYS_futex, &pool->room_seq, FUTEX_WAIT_PRIVATE, seq, &ts, NULL, 0);
-        }
-        atomic_fetch_sub_explicit(&pool->room_waiters, 1, memory_order_relaxed);
-        if (pushed)
+        atomic_store_explicit(&pool->room_armed, 1, memory_order_seq_cst);
+        if (ring_push(pool, t))
             return true;
-        if (!running && !any_state)
+        if (atomic_load_explicit(&pool->state, memory_order_seq_cst) != RUNNING && !any_state)
             return false;
+        /* The timeout is a backstop for weakly ordered machines only. */
+        struct timespec ts = { 0, 50 * 1000 * 1000 };
+        syscall(SYS_futex, &pool->room_seq, FUTEX_WAIT_PRIVATE, seq, &ts, NULL, 0);
+        if (ring_push(pool, t))
+            return true;
     }
 }
 

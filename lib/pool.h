@@ -100,7 +100,8 @@ struct als_pool {
     _Alignas(ALS__CACHELINE) _Atomic uint32_t spinning; /* idle, not parked */
     _Atomic uint64_t *idle;       /* bit per parked worker (own lines) */
     unsigned idle_words;
-    _Alignas(ALS__CACHELINE) _Atomic uint32_t room_waiters; /* BLOCK submitters */
+    _Alignas(ALS__CACHELINE) _Atomic uint32_t room_armed; /* a BLOCK submitter waits
+                                     (pool.c room_wake) */
     _Atomic uint32_t room_seq;
     _Atomic uint32_t drain_waiters;
     _Atomic uint32_t drain_seq;
