@@ -25,8 +25,12 @@ if ! [[ $minutes =~ ^[0-9]+$ ]] || ((minutes < 10)); then
 fi
 
 # Shares of the time, in percent (they add up to 100).
-programs=(crosstalk lifecycle ownership wakeups pinned allocfail fuzz_api_driver badinput)
-shares=(22 18 18 14 10 12 6)
+programs=(crosstalk lifecycle ownership wakeups pinned allocfail fuzz_api_driver badinput unwind)
+shares=(20 16 16 12 8 10 8 5 5)
+if ((${#programs[@]} != ${#shares[@]})); then
+    echo "stress/run_long.sh: ${#programs[@]} programs but ${#shares[@]} shares" >&2
+    exit 2
+fi
 
 cmake --preset tsan -S "$root" -B "$build" -DALS_BUILD_BENCH=OFF -DALS_BUILD_EXAMPLES=OFF \
     >"$build.configure.log" 2>&1 || {
