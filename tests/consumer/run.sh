@@ -40,19 +40,8 @@ PREFIX=$WORK/prefix
 LOGS=$WORK/logs
 mkdir -p "$LOGS"
 
-passed=0
-failed=0
-
-finish() {
-    if [ "$failed" -ne 0 ] || [ "${KEEP:-0}" = 1 ]; then
-        echo "work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ]
-    exit
-}
+# shellcheck source=report.sh
+. "$SRC/tests/consumer/report.sh"
 
 # check NAME CMD...: runs CMD with its output in a log; shows the log's tail
 # on failure. Returns CMD's status so that later steps can depend on it.

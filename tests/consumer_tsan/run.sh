@@ -26,8 +26,8 @@ SCENARIOS=(logger fanout delayed snapshot destroy)
 # What a user gets by default; the preset's options must not help.
 unset TSAN_OPTIONS
 
-passed=0
-failed=0
+# shellcheck source=../consumer/report.sh
+. "$SRC/tests/consumer/report.sh"
 
 result() { # result OK NAME [DETAIL]
     if [ "$1" = 0 ]; then
@@ -37,17 +37,6 @@ result() { # result OK NAME [DETAIL]
         failed=$((failed + 1))
         echo "FAIL: $2${3:+ ($3)}"
     fi
-}
-
-finish() {
-    if [ "$failed" -ne 0 ] || [ "${KEEP:-0}" = 1 ]; then
-        echo "work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ]
-    exit
 }
 
 # build_libals DIR [CMAKE ARGS...]: the release preset, library only.
