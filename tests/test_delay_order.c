@@ -5,7 +5,7 @@
  * start in the order they were submitted (FIFO among equals). Ordering
  * checks only, no timing assertion:
  *
- * - With the test clock of test builds (als__test_timer_clock, lib/pool.h)
+ * - With the test clock of test builds (als__test_timer_clock, lib/pool/pool.h)
  *   due times are exact: thousands of timers are added while the clock
  *   stands still, then it jumps past them all, and the start order must be
  *   exactly the stable sort by delay. A heap that mis-orders one pop fails.
@@ -32,7 +32,7 @@
 
 #include "als.h"
 
-/* Test builds (lib/pool.h); weak so that other builds link and skip. */
+/* Test builds (lib/pool/pool.h); weak so that other builds link and skip. */
 extern void als__test_timer_clock(als_pool_t *pool, uint64_t now) __attribute__((weak));
 
 #define US 1000ull
