@@ -24,7 +24,7 @@
 
 #include "als.h"
 #include "gate.h"
-#include "pool.h" /* room_armed: is the submitter blocked yet? */
+#include "scheduler.h" /* room_armed: is the submitter blocked yet? */
 #include "pool_helpers.h"
 
 /* Polls until cond(p) holds; fails after about 30 s (a worker that never

@@ -12,7 +12,7 @@
  * handle may be released at any time from any thread. Cancellation spreads
  * to continuations iteratively: a chain of a million thens cannot overflow
  * the stack. */
-#include "pool.h"
+#include "compose.h"
 #include "tsan.h"
 
 #include <assert.h>
@@ -107,18 +107,30 @@ static void cancel_all(struct cont *work)
     }
 }
 
+static int future_run(void *f);
+static void future_done(void *f, int rc, bool cancelled);
+
 /* Submits continuation c with its source's result; the task takes over
  * c's references. On failure the target is cancelled (a pool freed since
  * then is shut down: its memory is still ours). `in_then`: called by
- * als_future_then itself, which must never run the continuation. */
+ * als_future_then itself, which must never run the continuation: a full
+ * pool's continuation goes to the timer thread instead. */
 static int cont_submit(struct cont *c, void *result, bool in_then)
 {
     c->target->arg = result;
     struct als__spec sp = {
-        .frame = c->frame, .future = c->target,
-        .trigger_id = c->trigger_id, .no_reject = true, .no_inline = in_then,
+        .fn = future_run, .arg = c->target, .frame = c->frame,
+        .done = future_done, .done_ctx = c->target,
+        .trigger_id = c->trigger_id, .no_reject = true,
     };
-    int rc = als__submit(c->pool, &sp); /* takes the frame in every case */
+    struct als__task *t;
+    int rc = als__task_new(c->pool, &sp, &t); /* takes the frame in every case */
+    if (!rc && in_then) {
+        if (!als__task_try_push(c->pool, t) && (rc = als__timer_add(c->pool, t, 0)) != 0)
+            als__task_discard(c->pool, t);
+    } else if (!rc) {
+        rc = als__task_queue(c->pool, t, true);
+    }
     if (rc) {
         cancel_all(settle(c->target, CANCELLED, NULL));
         als_future_release(c->target);
@@ -143,15 +155,21 @@ static void complete(als_future_t *f, uint32_t state, void *result)
     als_future_release(f); /* the completer's reference */
 }
 
-void als__future_task(struct task *t)
+/* A future's task: runs fn and completes the future inside the task's
+ * context. Never fails: the pool's hook below sees the rest. */
+static int future_run(void *f)
 {
-    als_future_t *f = t->future;
-    complete(f, DONE, f->fn(f->arg));
+    als_future_t *fut = f;
+    complete(fut, DONE, fut->fn(fut->arg));
+    return 0;
 }
 
-void als__future_cancelled(als_future_t *f)
+/* The task ended: cancelled before it ran, or its thread ended inside fn
+ * (rc ALS_ECANCELED): the future is cancelled. */
+static void future_done(void *f, int rc, bool cancelled)
 {
-    complete(f, CANCELLED, NULL);
+    if (cancelled || rc)
+        complete(f, CANCELLED, NULL);
 }
 
 int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future_t **out)
@@ -162,7 +180,7 @@ int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future_t **out
     als_future_t *f = future_new(fn, arg);
     if (!f)
         return ALS_ENOMEM;
-    struct als__spec sp = { .future = f };
+    struct als__spec sp = { .fn = future_run, .arg = f, .done = future_done, .done_ctx = f };
     int rc = als__submit(pool, &sp);
     if (rc) {
         als__block_free(f);
@@ -172,18 +190,12 @@ int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future_t **out
     return 0;
 }
 
-static bool pool_accepts(als_pool_t *pool)
-{
-    int st = atomic_load_explicit(&pool->state, memory_order_acquire);
-    return st == RUNNING || (st == DRAINING && als__own_worker(pool));
-}
-
 int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t **out)
 {
     if (!f || !pool || !fn || !out)
         return ALS_EINVAL;
     als__jump_check(ALS__NSP());
-    if (!pool_accepts(pool))
+    if (!als__pool_accepts(pool))
         return ALS_ESHUTDOWN;
     als_future_t *g = future_new(fn, NULL);
     struct cont *c = als__block_alloc();
@@ -237,7 +249,7 @@ int als_future_wait(als_future_t *f, int64_t timeout_ns, void **result)
 {
     if (!f)
         return ALS_EINVAL;
-    if (als__runs_own(NULL, f))
+    if (als__runs_own(f))
         return ALS_EDEADLK;
     if (als__wait(settled, f, &f->seq, &f->waiting, als__deadline(timeout_ns)))
         return ALS_ETIMEDOUT;

@@ -41,9 +41,11 @@ void als_group_free(als_group_t *g)
         group_unref(g);
 }
 
-/* A task of the group ended (ran, failed or was cancelled). */
-void als__group_task_end(als_group_t *g, int rc, bool cancelled)
+/* A task of the group ended (ran, failed or was cancelled): its pool's
+ * completion hook. */
+static void group_task_end(void *ctx, int rc, bool cancelled)
 {
+    als_group_t *g = ctx;
     als__hb_release(&g->pending); /* to als_group_wait */
     if (rc) {
         int none = 0;
@@ -67,7 +69,7 @@ int als_group_submit(als_group_t *g, als_pool_t *pool, als_task_fn fn, void *arg
     als__jump_check(ALS__NSP()); /* captures: see "Non-local exits" */
     atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&g->pending, 1, memory_order_relaxed);
-    struct als__spec sp = { .fn = fn, .arg = arg, .group = g };
+    struct als__spec sp = { .fn = fn, .arg = arg, .done = group_task_end, .done_ctx = g };
     int rc = als__submit(pool, &sp);
     if (rc) {
         if (atomic_fetch_sub_explicit(&g->pending, 1, memory_order_seq_cst) == 1)
@@ -86,7 +88,7 @@ int als_group_wait(als_group_t *g, int64_t timeout_ns)
 {
     if (!g)
         return ALS_EINVAL;
-    if (als__runs_own(g, NULL))
+    if (als__runs_own(g))
         return ALS_EDEADLK;
     if (als__wait(finished, g, &g->seq, &g->waiting, als__deadline(timeout_ns)))
         return ALS_ETIMEDOUT;

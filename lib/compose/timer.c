@@ -6,10 +6,33 @@
  * added, so drain waits for it and a DRAIN shutdown keeps the workers alive
  * until it came due and ran. On a CANCEL shutdown the timer thread hands
  * every pending task to the ring at once, where the workers cancel it. */
-#include "pool.h"
+#include "compose.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <time.h>
+
+/* A pool's delayed tasks: a binary min-heap by due time, and the thread
+ * that queues them when due. Attached to the pool on first use
+ * (als__pool_ext), which calls the hooks at the end of this file. */
+struct timer_entry {
+    uint64_t deadline;            /* CLOCK_MONOTONIC ns */
+    uint64_t seq;                 /* FIFO among equal deadlines */
+    struct als__task *task;
+};
+
+struct timers {
+    als_pool_t *pool;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;            /* CLOCK_MONOTONIC */
+    struct timer_entry *heap;
+    size_t len, cap;
+    uint64_t seq;
+    bool started, stop;
+    pthread_t thread;
+};
+
+static void timers_kick(void *ext);
 
 #ifdef ALS_FAULT_INJECTION
 static _Atomic uint64_t test_clock; /* 0: the real clock */
@@ -17,8 +40,9 @@ static _Atomic uint64_t test_clock; /* 0: the real clock */
 void als__test_timer_clock(als_pool_t *pool, uint64_t now)
 {
     atomic_store_explicit(&test_clock, now, memory_order_relaxed);
-    if (pool)
-        als__timers_kick(pool); /* its mutex orders the store for the thread */
+    void *tm = pool ? als__pool_ext(pool, NULL, NULL) : NULL;
+    if (tm)
+        timers_kick(tm); /* its mutex orders the store for the thread */
 }
 
 static uint64_t timer_now(bool *fake)
@@ -72,9 +96,9 @@ static void heap_down(struct timer_entry *h, size_t len, size_t i)
     }
 }
 
-static struct task *heap_pop(struct als__timers *tm)
+static struct als__task *heap_pop(struct timers *tm)
 {
-    struct task *t = tm->heap[0].task;
+    struct als__task *t = tm->heap[0].task;
     tm->heap[0] = tm->heap[--tm->len];
     heap_down(tm->heap, tm->len, 0);
     return t;
@@ -82,10 +106,10 @@ static struct task *heap_pop(struct als__timers *tm)
 
 static void *timer_main(void *arg)
 {
-    als_pool_t *pool = arg;
-    struct als__timers *tm = &pool->timers;
+    struct timers *tm = arg;
+    als_pool_t *pool = tm->pool;
     char name[32];
-    snprintf(name, sizeof name, "%.13s-t", pool->name);
+    snprintf(name, sizeof name, "%.13s-t", als__pool_name(pool));
     name[15] = '\0';
     pthread_setname_np(pthread_self(), name);
 
@@ -97,13 +121,13 @@ static void *timer_main(void *arg)
             pthread_cond_wait(&tm->cv, &tm->mu);
             continue;
         }
-        bool cancel = atomic_load_explicit(&pool->state, memory_order_acquire) == CANCELLING;
+        bool cancel = als__pool_cancelling(pool);
         bool fake;
         uint64_t now = timer_now(&fake);
         if (cancel || tm->heap[0].deadline <= now) {
-            struct task *t = heap_pop(tm);
+            struct als__task *t = heap_pop(tm);
             pthread_mutex_unlock(&tm->mu);
-            als__push_accepted(pool, t);
+            als__task_push(pool, t);
             pthread_mutex_lock(&tm->mu);
             continue;
         }
@@ -119,9 +143,68 @@ static void *timer_main(void *arg)
     return NULL;
 }
 
-int als__timer_add(als_pool_t *pool, struct task *t, uint64_t delay_ns)
+static void *timers_make(als_pool_t *pool)
 {
-    struct als__timers *tm = &pool->timers;
+    struct timers *tm = als__malloc(sizeof *tm);
+    if (!tm)
+        return NULL;
+    *tm = (struct timers){ .pool = pool };
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&tm->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc || pthread_mutex_init(&tm->mu, NULL)) {
+        if (!rc)
+            pthread_cond_destroy(&tm->cv);
+        als__free(tm);
+        return NULL;
+    }
+    return tm;
+}
+
+/* A shutdown began: look at the state again (CANCEL: hand everything over). */
+static void timers_kick(void *ext)
+{
+    struct timers *tm = ext;
+    pthread_mutex_lock(&tm->mu);
+    pthread_cond_signal(&tm->cv);
+    pthread_mutex_unlock(&tm->mu);
+}
+
+/* The workers are gone, so nothing is pending: let the thread go, join it. */
+static void timers_stop(void *ext)
+{
+    struct timers *tm = ext;
+    pthread_mutex_lock(&tm->mu);
+    tm->stop = true;
+    bool started = tm->started;
+    pthread_cond_signal(&tm->cv);
+    pthread_mutex_unlock(&tm->mu);
+    if (started)
+        pthread_join(tm->thread, NULL);
+}
+
+static void timers_release(void *ext, bool forked)
+{
+    struct timers *tm = ext;
+    als__free(tm->heap);
+    if (!forked) {
+        pthread_cond_destroy(&tm->cv);
+        pthread_mutex_destroy(&tm->mu);
+    }
+    als__free(tm);
+}
+
+static const struct als__pool_ext timer_ops = {
+    .kick = timers_kick, .stop = timers_stop, .release = timers_release,
+};
+
+int als__timer_add(als_pool_t *pool, struct als__task *t, uint64_t delay_ns)
+{
+    struct timers *tm = als__pool_ext(pool, &timer_ops, timers_make);
+    if (!tm)
+        return ALS_ENOMEM;
     bool fake;
     uint64_t now = timer_now(&fake);
     uint64_t deadline = delay_ns > UINT64_MAX - now ? UINT64_MAX : now + delay_ns;
@@ -138,7 +221,7 @@ int als__timer_add(als_pool_t *pool, struct task *t, uint64_t delay_ns)
         tm->cap = cap;
     }
     if (!tm->started) {
-        if (pthread_create(&tm->thread, NULL, timer_main, pool) != 0) {
+        if (pthread_create(&tm->thread, NULL, timer_main, tm) != 0) {
             rc = ALS_ENOMEM;
             goto out;
         }
@@ -154,21 +237,20 @@ out:
     return rc;
 }
 
-void als__timers_kick(als_pool_t *pool)
+int als_submit_after(als_pool_t *pool, uint64_t delay_ns, als_task_fn fn, void *arg)
 {
-    pthread_mutex_lock(&pool->timers.mu);
-    pthread_cond_signal(&pool->timers.cv);
-    pthread_mutex_unlock(&pool->timers.mu);
-}
-
-void als__timers_stop(als_pool_t *pool)
-{
-    struct als__timers *tm = &pool->timers;
-    pthread_mutex_lock(&tm->mu);
-    tm->stop = true;
-    bool started = tm->started;
-    pthread_cond_signal(&tm->cv);
-    pthread_mutex_unlock(&tm->mu);
-    if (started)
-        pthread_join(tm->thread, NULL);
+    if (!pool || !fn)
+        return ALS_EINVAL;
+    als__jump_check(ALS__NSP()); /* captures: see "Non-local exits" */
+    struct als__spec sp = { .fn = fn, .arg = arg };
+    struct als__task *t;
+    int rc = als__task_new(pool, &sp, &t);
+    if (rc)
+        return rc;
+    if (!delay_ns)
+        return als__task_queue(pool, t, false);
+    rc = als__timer_add(pool, t, delay_ns);
+    if (rc)
+        als__task_discard(pool, t);
+    return rc;
 }

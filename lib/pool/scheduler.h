@@ -1,0 +1,173 @@
+/* The scheduler's shared state, private to lib/pool/. Layers inside the
+ * pool, each file using only those before it:
+ *
+ *   task.c    task records and their per-thread caches
+ *   queue.c   the Concurrency Kit ring (the only file that includes ck)
+ *   park.c    futex words, the idle mask, parking and wake-ups
+ *   count.c   submitted/finished counts per drain generation, in flight
+ *   sched.c   where tasks wait: the shared ring, the workers' LIFO slots
+ *   worker.c  running tasks, the worker loop, waits that help
+ *   pool.c    accepting and submitting, pool lifecycle, stats, fork
+ *
+ * A task's path: submit (pool.c: accept, capture) -> enqueue (sched.c) ->
+ * wake (park.c) -> a worker takes it (sched.c) -> enters its frame, runs,
+ * leaves (worker.c) -> releases its frame and record (worker.c, task.c) ->
+ * completes (the task's `done` hook, count.c's finished count).
+ */
+#ifndef ALS_SCHEDULER_H
+#define ALS_SCHEDULER_H
+
+#include "pool.h"
+#include "queue.h"
+
+#include <pthread.h>
+
+#define DEFAULT_CAPACITY 4096u
+#define MAX_CAPACITY (1u << 30)
+#define LIFO_MAX 32     /* LIFO-slot tasks in a row before looking at the ring */
+#define BATCH 64        /* tasks a worker may finish before publishing */
+#define SPIN 64         /* empty polls before parking (about 20-50 us) */
+#define POLL_PAUSES 32  /* pauses between two polls of the ring */
+#define POP_BATCH 4     /* ring tasks a worker may take with one claim */
+#define INLINE_PER_WORKER 64 /* ring backlog per worker that makes a worker's
+                                submit run the task at once (submit_inline) */
+#define INLINE_STACK (64 * 1024) /* stack such inline runs may use, at most */
+#define ROOM_BACKSTOP_NS (50 * 1000 * 1000) /* a blocked submitter looks again
+                                after this long (weakly ordered CPUs) */
+#define HELP_NAP_NS (1000 * 1000) /* a helping waiter's nap between looks */
+#define DRAIN_POLL_NS (1000 * 1000) /* a drain's re-check period (pool.c) */
+
+enum als__pool_state { RUNNING = 0, DRAINING = 1, CANCELLING = 2, STOPPED = 3 };
+
+struct worker {
+    _Alignas(ALS__CACHELINE)
+    /* Written by this worker's thread only (stats read them racily).
+     * Submitted and done are counted per drain generation. */
+    _Atomic uint64_t submitted[2], started, done[2], failed, cancelled;
+    _Atomic uint64_t parks, wakeups, submitter_wakeups; /* see count_wake */
+    _Atomic uint32_t wake;        /* futex word this worker parks on */
+    als_pool_t *pool;
+    struct als_snapshot *held;    /* deferred frame references (task_finish) */
+    uint32_t held_n;
+    uint32_t done_pending[2];     /* finished tasks not yet counted in done */
+    unsigned gen;                 /* generation of the innermost running task */
+    struct als__task *next;       /* LIFO slot: this thread only */
+    unsigned streak;              /* LIFO-slot tasks taken in a row */
+    uintptr_t inline_floor;       /* inline runs only above this stack address */
+    unsigned running;             /* tasks running on this thread's stack */
+    struct als__task *cur;        /* innermost of them with a record (a
+                                     list through task.next), or NULL */
+    unsigned inlined[2];          /* of them, run by submit_inline, per
+                                     generation (no record) */
+    struct als__task *batch[POP_BATCH]; /* taken off the ring, not yet run */
+    unsigned batch_i, batch_n;    /* batch[batch_i..batch_n) remain */
+    struct als_snapshot *kept;    /* frame `ks` entered (a reference), or NULL */
+    struct als__scope ks;         /* kept open across top-level tasks of one
+                                     frame (worker.c task_run_top) */
+    unsigned index;
+    pthread_t thread;             /* under pool.stop_mu once started: a
+                                     worker whose thread ended inside a
+                                     task is replaced (worker_unwound) */
+    bool claimed;                 /* a shutdown is joining `thread` */
+};
+
+struct als_pool {
+    struct als__queue q;          /* tasks */
+    unsigned small_cap;           /* capacity 1 or 2: counted, see ring_push */
+    _Atomic unsigned small_len;
+    _Alignas(ALS__CACHELINE) _Atomic uint64_t ext_submitted[2]; /* outside
+                                     submits, per drain generation */
+    _Atomic uint64_t rejected;
+    _Atomic uint64_t ext_wakeups, ext_submitter_wakeups; /* by other threads */
+    _Alignas(ALS__CACHELINE) _Atomic uint32_t spinning; /* idle, not parked */
+    _Atomic uint64_t *idle;       /* bit per parked worker (own lines) */
+    unsigned idle_words;
+    _Alignas(ALS__CACHELINE) _Atomic uint32_t room_armed; /* a BLOCK submitter
+                                     waits (park.c room_wake) */
+    _Atomic uint32_t room_seq;
+    _Atomic uint32_t drain_waiters;
+    _Atomic uint32_t drain_seq;
+    _Atomic int state;
+    _Atomic uint32_t drain_gen;   /* bumped by each drain (under drain_mu);
+                                     new tasks join generation drain_gen & 1 */
+    pthread_mutex_t drain_mu;     /* one drain at a time */
+    _Atomic uint32_t refs;        /* the owner's, and one per pending
+                                     continuation (future.c): the memory
+                                     outlives als_pool_free until those
+                                     settle */
+    bool forked;                  /* a fork() child's copy: no workers */
+    als_pool_t *reg_next;         /* live pools (fork handling), under */
+    als_pool_t **reg_prev;        /* pool.c's pools_mu; NULL: not listed */
+    pthread_mutex_t stop_mu;      /* shutdown callers; the attachment */
+    pthread_cond_t stop_cv;
+    bool joining, joined;
+    _Atomic(void *) ext;          /* the attachment (pool.h), or NULL */
+    const struct als__pool_ext *ext_ops;
+    enum als_full_policy on_full;
+    void (*on_error)(int task_result, void *arg, void *user);
+    void *user;
+    unsigned nthreads;
+    unsigned room_mark;           /* wake blocked submitters at this length */
+    unsigned inline_mark;         /* backlog that makes worker submits inline */
+    struct worker *workers;
+    char name[16];
+};
+
+/* The worker the calling thread is, if any (worker.c). */
+extern _Thread_local struct worker *als__self __attribute__((tls_model("initial-exec")));
+
+static inline struct worker *als__own_worker(const als_pool_t *pool)
+{
+    struct worker *w = als__self;
+    return w && w->pool == pool ? w : NULL;
+}
+
+/* Increments a counter only this thread writes: no read-modify-write. */
+static inline void als__bump(_Atomic uint64_t *c, memory_order mo)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, mo);
+}
+
+/* task.c */
+bool als__tasks_init(void);
+struct als__task *als__task_alloc(void);
+void als__task_recycle(struct als__task *t);
+void als__tasks_fork_lock(void);
+void als__tasks_fork_unlock(void);
+
+/* park.c */
+void als__futex_wait_until(_Atomic uint32_t *word, uint32_t seq, uint64_t deadline,
+                           uint64_t cap_ns);
+void als__futex_wake_all(_Atomic uint32_t *word);
+void als__wake_one(als_pool_t *pool);
+void als__wake_all(als_pool_t *pool);
+uint32_t als__park_announce(struct worker *w);
+void als__park_sleep(struct worker *w, uint32_t seq);
+void als__park_withdraw(struct worker *w);
+bool als__workers_idle(const als_pool_t *pool);
+void als__room_wake(als_pool_t *pool, struct worker *w);
+
+/* count.c */
+uint64_t als__in_flight(const als_pool_t *pool, unsigned gen);
+bool als__pool_finished(const als_pool_t *pool);
+void als__idle_check(als_pool_t *pool);
+bool als__idle_watched(const als_pool_t *pool);
+unsigned als__accept_count(als_pool_t *pool, struct worker *w);
+void als__unaccept(als_pool_t *pool, struct worker *w, unsigned gen);
+bool als__done_publish(struct worker *w);
+
+/* sched.c */
+bool als__ring_push(als_pool_t *pool, struct als__task *t);
+bool als__push_wait(als_pool_t *pool, struct als__task *t, bool any_state);
+bool als__has_work(als_pool_t *pool);
+bool als__local_idle(const struct worker *w);
+struct als__task *als__task_take(struct worker *w);
+
+/* worker.c */
+void *als__worker_main(void *arg);
+void als__worker_join(als_pool_t *pool, struct worker *w);
+void als__worker_flush(struct worker *w);
+void als__task_run(struct worker *w, struct als__task *t);
+void als__task_inline(struct worker *w, als_task_fn fn, void *arg);
+
+#endif

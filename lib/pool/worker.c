@@ -1,0 +1,470 @@
+/* Running tasks: the worker loop, a task's run inside its frame, and waits
+ * that help.
+ *
+ * A worker enters each task's frame in a scope and restores its own context
+ * after; consecutive tasks of one frame (a chain, one submitter's stream)
+ * share one kept scope and only reset their ids (task_run_top), until a
+ * task leaves something in it or the worker publishes its counts.
+ * bench/pool chained: 31 -> 25 ns per task. A task run inside another (a
+ * helping wait, a full pool's inline submit) opens a scope of its own
+ * (task_run). Both start and end the same way (task_start, task_end).
+ *
+ * Uses: task.c, park.c, count.c, sched.c. */
+#include "scheduler.h"
+
+#include <sched.h>
+#include <stdio.h>
+
+_Thread_local struct worker *als__self __attribute__((tls_model("initial-exec")));
+
+/* Drops the frame references this worker deferred (see task_finish). The
+ * list is detached before it is released: a destroy callback may run a
+ * task on this thread (an inline submit into a full pool, a helping wait),
+ * whose task_finish defers its own reference here; those are dropped too
+ * before this returns. */
+static void drop_held(struct worker *w)
+{
+    while (w->held) {
+        struct als_snapshot *f = w->held;
+        uint32_t n = w->held_n;
+        w->held = NULL;
+        w->held_n = 0;
+        als__frame_release_n(f, n);
+    }
+}
+
+/* Closes the scope kept open across tasks (task_run_top): the worker's own
+ * context is back, and the kept frame's reference is dropped (destroy
+ * callbacks may run here). Only between top-level tasks. */
+static void kept_close(struct worker *w)
+{
+    struct als_snapshot *f = w->kept;
+    if (!f)
+        return;
+    w->kept = NULL;
+    als__scope_end(&w->ks);
+    als__frame_release(f);
+}
+
+static void kept_unwind(struct worker **w)
+{
+    if (*w)
+        kept_close(*w);
+}
+
+/* Publishes what this worker deferred: the kept scope's frame and the
+ * deferred frame references first (so destroy callbacks have run before
+ * the tasks count as done, and a drain that returns has seen them), then
+ * the done count drain and shutdown watch. The kept scope stays open while
+ * a task runs on this thread (a nested flush: the running task pins its
+ * frame and is itself in flight). */
+void als__worker_flush(struct worker *w)
+{
+    if (!w->running)
+        kept_close(w);
+    drop_held(w);
+    if (als__done_publish(w) && als__local_idle(w))
+        als__idle_check(w->pool);
+}
+
+/* Ends a task. A plain task's frame reference and done count are deferred
+ * and published in batches (same frame: one atomic for up to BATCH tasks,
+ * instead of a cache line bouncing between the submitter and every worker
+ * on each task). Deferred references are dropped before a task of another
+ * frame starts (task_run), so while a task runs the worker holds extra
+ * references only to that task's own frame, which the task pins anyway:
+ * no value outlives its last real holder. Deferred done counts are
+ * published before the worker looks for work it might not find, so a
+ * deferred task stays "in flight" for drain and shutdown until then. A
+ * task with a completion hook drops its frame references before the hook
+ * runs: the hook's waiter may look at destroy effects. */
+static void task_finish(struct worker *w, struct als__task *t, int rc, bool cancelled)
+{
+    struct als_snapshot *f = t->frame;
+    als__done_fn done = t->done;
+    void *ctx = t->done_ctx;
+    unsigned gen = t->gen;
+    als__task_recycle(t);
+    if (f != &als__empty_frame) {
+        if (f != w->held) {
+            drop_held(w);
+            w->held = f;
+        }
+        w->held_n++;
+    }
+    if (ALS__UNLIKELY(done)) {
+        if (!w->running)
+            kept_close(w);
+        drop_held(w);
+        done(ctx, rc, cancelled);
+    }
+    if (++w->done_pending[gen] + w->done_pending[!gen] >= BATCH)
+        als__worker_flush(w);
+}
+
+/* A task that will not run: its cancel callback runs in its context. */
+static void task_cancel(struct worker *w, struct als__task *t)
+{
+    if (t->cancel) {
+        struct als__scope s;
+        als__scope_open_frame(&s, t->frame, true, ALS__ID_LAZY, t->trigger_id);
+        t->cancel(t->arg);
+        als__scope_end(&s);
+    }
+    als__bump(&w->cancelled, memory_order_relaxed);
+    task_finish(w, t, 0, true);
+}
+
+/* Counts a failure and runs on_error in the task's submit-time context. */
+static void task_failed(struct worker *w, struct als__task *t, int rc, uint64_t id)
+{
+    als_pool_t *pool = w->pool;
+    als__bump(&w->failed, memory_order_relaxed);
+    if (pool->on_error) {
+        /* In the submit-time context, like Node's unhandledRejection: the
+         * handler can still read the request's values. */
+        struct als__scope s;
+        als__scope_open_frame(&s, t->frame, true, id, t->trigger_id);
+        pool->on_error(rc, t->arg, pool->user);
+        als__scope_end(&s);
+    }
+}
+
+/* Whether task t starts (else the caller cancels it). */
+static bool task_start(struct worker *w, struct als__task *t)
+{
+    if (ALS__UNLIKELY(atomic_load_explicit(&w->pool->state, memory_order_relaxed) == CANCELLING))
+        return false;
+    /* Finished tasks of the other drain generation are published before a
+     * task of this one runs: a drain waiting for them must not wait for
+     * BATCH more tasks (only after a drain began: generations alternate
+     * once per drain). */
+    if (ALS__UNLIKELY(w->done_pending[!t->gen]))
+        als__worker_flush(w);
+    als__bump(&w->started, memory_order_relaxed);
+    return true;
+}
+
+/* Runs the task's function inside the scope the caller opened. */
+static int task_call(struct worker *w, struct als__task *t)
+{
+    unsigned gen = w->gen;
+    w->running++;
+    w->gen = t->gen; /* what it submits joins its generation (drain) */
+    t->next = w->cur;
+    w->cur = t;
+    int rc = t->fn(t->arg);
+    w->cur = t->next;
+    w->gen = gen;
+    w->running--;
+    return rc;
+}
+
+static void task_end(struct worker *w, struct als__task *t, int rc, uint64_t id)
+{
+    if (ALS__UNLIKELY(rc != 0))
+        task_failed(w, t, rc, id);
+    task_finish(w, t, rc, false);
+}
+
+bool als__runs_own(const void *done_ctx)
+{
+    struct worker *w = als__self;
+    for (const struct als__task *t = w ? w->cur : NULL; t; t = t->next)
+        if (t->done_ctx == done_ctx)
+            return true;
+    return false;
+}
+
+/* A task run inside another (a helping wait, a full pool's inline submit). */
+void als__task_run(struct worker *w, struct als__task *t)
+{
+    if (!task_start(w, t)) {
+        task_cancel(w, t);
+        return;
+    }
+    if (w->held != t->frame) /* see task_finish */
+        drop_held(w);
+    struct als__scope s;
+    als__scope_open_frame(&s, t->frame, true, ALS__ID_LAZY, t->trigger_id);
+    /* Ends the scope if the task unwinds (pthread_exit, cancellation). */
+    struct als__scope *unwind __attribute__((cleanup(als__scope_unwind))) = &s;
+    int rc = task_call(w, t);
+    unwind = NULL;
+    uint64_t id = als__tls.exec_id; /* the task's id, if it was assigned */
+    als__scope_end(&s);
+    task_end(w, t, rc, id);
+}
+
+/* Whether the kept scope is exactly as it was opened: the task that just
+ * ran left nothing to unwind (no binding, no private table, no cache, no
+ * open explicit scope), so the next task of the same frame can run in it. */
+static bool kept_clean(const struct worker *w)
+{
+    return als__tls.scope == &w->ks && als__tls.undo == w->ks.undo && als__tls.v.shared &&
+           als__tls.v.entered == w->kept && !als__tls.cache.frame;
+}
+
+/* A task run by the worker loop. Consecutive tasks of one frame (a chain, a
+ * submitter's stream) share one scope: each needs only its own ids, and
+ * the scope is closed as soon as a task leaves anything in it, a task of
+ * another frame comes, or the worker publishes its counts. The scope holds
+ * its own reference, so the frame outlives the tasks' deferred ones. */
+static void task_run_top(struct worker *w, struct als__task *t)
+{
+    if (!task_start(w, t)) {
+        kept_close(w);
+        task_cancel(w, t);
+        return;
+    }
+    if (w->kept == t->frame) {
+        als__tls.exec_id = ALS__ID_LAZY;
+        als__tls.trigger_id = t->trigger_id;
+    } else {
+        kept_close(w);
+        if (w->held != t->frame) /* see task_finish */
+            drop_held(w);
+        als__scope_open_frame(&w->ks, t->frame, true, ALS__ID_LAZY, t->trigger_id);
+        w->kept = als__frame_retain(t->frame);
+    }
+    /* Closes the kept scope if the task unwinds (pthread_exit...). */
+    struct worker *unwind __attribute__((cleanup(kept_unwind))) = w;
+    int rc = task_call(w, t);
+    unwind = NULL;
+    uint64_t id = als__tls.exec_id;
+    if (ALS__UNLIKELY(!kept_clean(w)))
+        kept_close(w); /* restores the worker's context exactly */
+    task_end(w, t, rc, id);
+}
+
+/* Runs a task submitted by a task of this worker at once, on this thread,
+ * instead of queueing it (the caller decided: see pool.c submit_inline).
+ * Nothing is captured or queued: the submitter's context is the task's
+ * context, so a scope over it is enough, and it ends what the task binds.
+ * The task still gets its own lazy async id, is counted like a queued one
+ * and reports failure through on_error. */
+void als__task_inline(struct worker *w, als_task_fn fn, void *arg)
+{
+    als_pool_t *pool = w->pool;
+    als__bump(&w->started, memory_order_relaxed);
+    /* The trigger is our own execution id, drawn only if someone asks:
+     * drawing it here would put a shared counter on every inline run. */
+    struct als__scope s;
+    als__scope_open_task(&s, ALS__ID_LAZY, ALS__ID_PARENT);
+    struct als__scope *unwind __attribute__((cleanup(als__scope_unwind))) = &s;
+    w->inlined[w->gen]++;
+    int rc = fn(arg);
+    w->inlined[w->gen]--;
+    unwind = NULL;
+    uint64_t id = als__tls.exec_id;
+    als__scope_end_task(&s);
+    if (ALS__UNLIKELY(rc != 0)) {
+        als__bump(&w->failed, memory_order_relaxed);
+        if (pool->on_error) {
+            als__scope_open_task(&s, id, ALS__ID_PARENT);
+            pool->on_error(rc, arg, pool->user);
+            als__scope_end_task(&s);
+        }
+    }
+    /* Submitted by a running task (submit_inline): its generation. */
+    if (++w->done_pending[w->gen] + w->done_pending[!w->gen] >= BATCH)
+        als__worker_flush(w);
+}
+
+/* Sleeps until woken, unless work or the end arrived meanwhile. */
+static void worker_park(struct worker *w)
+{
+    uint32_t seq = als__park_announce(w);
+    if (!als__has_work(w->pool) && !als__pool_finished(w->pool))
+        als__park_sleep(w, seq);
+    als__park_withdraw(w);
+}
+
+/* Joins worker w's thread, and the threads that replaced it meanwhile
+ * (worker_unwound). */
+void als__worker_join(als_pool_t *pool, struct worker *w)
+{
+    for (;;) {
+        pthread_mutex_lock(&pool->stop_mu);
+        pthread_t t = w->thread;
+        w->claimed = true;
+        pthread_mutex_unlock(&pool->stop_mu);
+        pthread_join(t, NULL);
+        pthread_mutex_lock(&pool->stop_mu);
+        bool replaced = !pthread_equal(t, w->thread);
+        pthread_mutex_unlock(&pool->stop_mu);
+        if (!replaced)
+            return;
+    }
+}
+
+/* The worker's thread is ending inside a task: the task (or a function it
+ * called) ran pthread_exit, or was cancelled at a cancellation point. The
+ * library is built with -fexceptions, so this runs as the unwinding leaves
+ * als__worker_main; the scopes it passed (the task's own runs, the task
+ * scope itself) closed in their cleanups and restored the context up to
+ * the worker's own kept scope (test_pool_lifecycle: *_in_run). Every task
+ * that was running on this thread counts as failed with ALS_ECANCELED
+ * (on_error says so; its completion hook gets ALS_ECANCELED), what they
+ * held is released, and a new thread takes the worker's place, so drain
+ * and shutdown still end and queued work still runs. */
+static void worker_unwound(struct worker **pw)
+{
+    struct worker *w = *pw;
+    if (!w)
+        return; /* als__worker_main returned */
+    als_pool_t *pool = w->pool;
+    struct als__task *t = w->cur;
+    w->cur = NULL;
+    w->running = 0;
+    kept_close(w);
+    for (unsigned g = 0; g < 2; g++) {
+        /* Inline runs have no record: counted only. */
+        atomic_store_explicit(&w->failed,
+                              atomic_load_explicit(&w->failed, memory_order_relaxed) +
+                                  w->inlined[g],
+                              memory_order_relaxed);
+        w->done_pending[g] += w->inlined[g];
+        w->inlined[g] = 0;
+    }
+    while (t) {
+        struct als__task *outer = t->next;
+        task_end(w, t, ALS_ECANCELED, ALS__ID_LAZY);
+        t = outer;
+    }
+    als__worker_flush(w);
+
+    pthread_mutex_lock(&pool->stop_mu);
+    pthread_t heir;
+    if (pthread_create(&heir, NULL, als__worker_main, w) == 0) {
+        w->thread = heir;
+        /* A shutdown joining us joins the heir next; else nobody will. */
+        if (!w->claimed)
+            pthread_detach(pthread_self());
+        w->claimed = false;
+    } else {
+#ifndef NDEBUG
+        fprintf(stderr, "libals: pool worker %s-%u ended inside a task and "
+                        "could not be replaced\n", pool->name, w->index);
+#endif
+    }
+    pthread_mutex_unlock(&pool->stop_mu);
+}
+
+/* Inline runs may use INLINE_STACK below the worker loop's frame, or a
+ * quarter of the thread's stack if that is smaller. */
+static uintptr_t inline_floor(uintptr_t frame)
+{
+    uintptr_t budget = INLINE_STACK;
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        void *addr;
+        size_t size;
+        if (pthread_attr_getstack(&attr, &addr, &size) == 0 && size / 4 < budget)
+            budget = size / 4;
+        pthread_attr_destroy(&attr);
+    }
+    return frame - budget;
+}
+
+/* Spins before parking: a submitter that is still producing then pays no
+ * wake-up. Yielding lets it run if it shares our core (2-core machines run
+ * submitter and workers on 2 CPUs). */
+static struct als__task *worker_spin(struct worker *w)
+{
+    als_pool_t *pool = w->pool;
+    struct als__task *t = NULL;
+    atomic_fetch_add_explicit(&pool->spinning, 1, memory_order_seq_cst);
+    for (int i = 0; i < SPIN && !t; i++) {
+        /* Poll the ring every few pauses only: each poll pulls the
+         * producers' cache line away from them (measured with one outside
+         * submitter: every pause 150 ns per task, every 8 103 ns, every 32
+         * with batched takes 69 ns). */
+        for (int k = 0; k < POLL_PAUSES; k++)
+            ALS__CPU_RELAX();
+        if (i % 4 == 3)
+            sched_yield();
+        if (als__has_work(pool))
+            t = als__task_take(w);
+    }
+    /* The last spinner to find work hands the role on while work remains,
+     * so a stream of tasks keeps one worker looking. */
+    if (atomic_fetch_sub_explicit(&pool->spinning, 1, memory_order_seq_cst) == 1 && t &&
+        als__has_work(pool))
+        als__wake_one(pool);
+    return t;
+}
+
+void *als__worker_main(void *arg)
+{
+    struct worker *w = arg;
+    als_pool_t *pool = w->pool;
+    struct worker *unwinding __attribute__((cleanup(worker_unwound))) = w;
+    als__self = w;
+    w->inline_floor = inline_floor((uintptr_t)__builtin_frame_address(0));
+    /* "<name>-<n>"; Linux keeps 15 bytes of a thread name. */
+    char name[32];
+    snprintf(name, sizeof name, "%.15s-%u", pool->name, w->index);
+    name[15] = '\0';
+    pthread_setname_np(pthread_self(), name);
+
+    bool woken = false;
+    for (;;) {
+        struct als__task *t = als__task_take(w);
+        if (t && woken && als__has_work(pool))
+            /* Submits that found a spinner or a claimed sleeper woke no
+             * one more: a worker fresh from a park passes the wake-up on
+             * while work remains, one worker per queued task at most. */
+            als__wake_one(pool);
+        woken = false;
+        if (!t) {
+            als__worker_flush(w);
+            t = worker_spin(w);
+        }
+        if (t) {
+            task_run_top(w, t);
+            continue;
+        }
+        if (als__pool_finished(pool))
+            break;
+        worker_park(w);
+        woken = true;
+    }
+    unwinding = NULL;
+    als__wake_all(pool); /* the others see the end too */
+    return NULL;
+}
+
+int als__wait(bool (*done)(void *), void *ctx, _Atomic uint32_t *word,
+              _Atomic uint32_t *waiting, uint64_t deadline)
+{
+    struct worker *w = als__self;
+    int rc = 0;
+    atomic_fetch_add_explicit(waiting, 1, memory_order_seq_cst);
+    for (;;) {
+        uint32_t seq = atomic_load_explicit(word, memory_order_acquire);
+        if (done(ctx))
+            break;
+        if (als__now_ns() >= deadline) {
+            rc = ALS_ETIMEDOUT;
+            break;
+        }
+        if (w) {
+            /* Help: run this pool's queued tasks instead of blocking a
+             * thread the awaited work may need. */
+            struct als__task *t = als__task_take(w);
+            if (t) {
+                als__task_run(w, t);
+                continue;
+            }
+            /* Nothing to run: sleep briefly on our own word; new tasks
+             * go to the awake workers or wake the parked ones. */
+            als__worker_flush(w);
+            als__futex_wait_until(word, seq, deadline, HELP_NAP_NS);
+            continue;
+        }
+        als__futex_wait_until(word, seq, deadline, UINT64_MAX);
+    }
+    atomic_fetch_sub_explicit(waiting, 1, memory_order_relaxed);
+    return rc;
+}
