@@ -134,6 +134,16 @@ void als__wake_one(als_pool_t *pool)
     }
 }
 
+/* als__wake_one after a push to a worker's own queue, which has no locked
+ * instruction to order it before the idle mask's read: a fence does. (A
+ * missed wake-up there would cost parallelism, not progress: the owner is
+ * awake and runs its own queue. But thieves should see the work.) */
+void als__wake_one_after_local(als_pool_t *pool)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    als__wake_one(pool);
+}
+
 /* Wakes every worker and every blocked submitter (the state changed). */
 void als__wake_all(als_pool_t *pool)
 {

@@ -137,6 +137,11 @@ int als__task_queue(als_pool_t *pool, struct als__task *t, bool no_reject)
             w->next = t;
             return 0;
         }
+        if (pool->locals && als__local_push(w, older)) {
+            w->next = t;
+            als__wake_one_after_local(pool);
+            return 0;
+        }
         if (als__ring_push(pool, older)) {
             w->next = t;
             als__wake_one(pool);
@@ -183,7 +188,7 @@ static bool submit_inline(als_pool_t *pool, als_task_fn fn, void *arg)
     struct worker *w = als__own_worker(pool);
     if (!w || !w->running || !w->next ||
         (uintptr_t)__builtin_frame_address(0) < w->inline_floor ||
-        als__queue_length(&pool->q) < pool->inline_mark || als__workers_idle(pool))
+        !als__backlog_deep(w) || als__workers_idle(pool))
         return false;
     unsigned gen;
     if (accept(pool, w, &gen))
@@ -312,10 +317,20 @@ void als__pool_unref(als_pool_t *pool)
         pool_release(pool);
 }
 
+/* The queues and the memory (also of a pool als_pool_new gave up on). */
+static void pool_memory_free(als_pool_t *pool)
+{
+    for (unsigned i = 0; pool->workers && i < pool->nthreads; i++)
+        als__queue_fini(&pool->workers[i].local); /* never set up: no-op */
+    als__queue_fini(&pool->q);
+    free(pool->workers);
+    free((void *)pool->idle);
+    free(pool);
+}
+
 static void pool_release(als_pool_t *pool)
 {
     pool_unlist(pool);
-    als__queue_fini(&pool->q);
     void *ext = atomic_load_explicit(&pool->ext, memory_order_acquire);
     if (ext)
         pool->ext_ops->release(ext, pool->forked);
@@ -324,9 +339,7 @@ static void pool_release(als_pool_t *pool)
         pthread_mutex_destroy(&pool->stop_mu);
         pthread_mutex_destroy(&pool->drain_mu);
     }
-    free(pool->workers);
-    free((void *)pool->idle);
-    free(pool);
+    pool_memory_free(pool);
 }
 
 void *als__pool_ext(als_pool_t *pool, const struct als__pool_ext *ops,
@@ -375,22 +388,21 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     if (!pool)
         return NULL;
     pool->workers = aligned_zalloc((size_t)n * sizeof *pool->workers);
+    pool->nthreads = n;
     pool->idle_words = (n + 63) / 64;
     pool->idle = aligned_zalloc(pool->idle_words * sizeof *pool->idle);
-    if (!pool->workers || !pool->idle) {
-        free(pool->workers);
-        free((void *)pool->idle);
-        free(pool);
-        return NULL;
-    }
     if (cap < 4) { /* see ring_push */
         pool->small_cap = cap;
         cap = 4;
     }
-    if (als__queue_init(&pool->q, cap)) {
-        free(pool->workers);
-        free((void *)pool->idle);
-        free(pool);
+    /* Own queues for the workers (sched.c) where they fit in the capacity
+     * and no answer depends on exact counts: BLOCK pools. */
+    pool->locals = o.on_full != ALS_FULL_REJECT && cap / LOCAL_CAP >= n;
+    bool ok = pool->workers && pool->idle && als__queue_init(&pool->q, cap) == 0;
+    for (unsigned i = 0; ok && pool->locals && i < n; i++)
+        ok = als__queue_init(&pool->workers[i].local, LOCAL_CAP) == 0;
+    if (!ok) {
+        pool_memory_free(pool);
         return NULL;
     }
     atomic_init(&pool->refs, 1);
@@ -401,7 +413,6 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     pool->on_error = o.on_error;
     pool->user = o.user;
     snprintf(pool->name, sizeof pool->name, "%s", o.name ? o.name : "als");
-    pool->nthreads = n;
     pool->room_mark = (pool->small_cap ? pool->small_cap : cap) / 2;
     /* libgomp's threshold. A ring smaller than that fills first: a full
      * BLOCK pool runs its workers' submits inline anyway (als__task_queue). */
@@ -412,6 +423,7 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
         struct worker *w = &pool->workers[i];
         w->pool = pool;
         w->index = i;
+        w->rng = i * 2654435761u + 1; /* xorshift: never 0 */
         if (pthread_create(&w->thread, NULL, als__worker_main, w) != 0) {
             atomic_store_explicit(&pool->state, STOPPED, memory_order_seq_cst);
             als__wake_all(pool);
@@ -531,11 +543,12 @@ int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out)
     }
     submitted += atomic_load_explicit(&pool->ext_submitted[0], memory_order_relaxed);
     submitted += atomic_load_explicit(&pool->ext_submitted[1], memory_order_relaxed);
-    uint64_t parks = 0, wakeups = atomic_load_explicit(&pool->ext_wakeups, memory_order_relaxed),
+    uint64_t steals = 0, parks = 0, wakeups = atomic_load_explicit(&pool->ext_wakeups, memory_order_relaxed),
              sub_wakeups = atomic_load_explicit(&pool->ext_submitter_wakeups, memory_order_relaxed);
     for (unsigned i = 0; i < pool->nthreads; i++) {
         const struct worker *w = &pool->workers[i];
         parks += atomic_load_explicit(&w->parks, memory_order_relaxed);
+        steals += atomic_load_explicit(&w->steals, memory_order_relaxed);
         wakeups += atomic_load_explicit(&w->wakeups, memory_order_relaxed);
         sub_wakeups += atomic_load_explicit(&w->submitter_wakeups, memory_order_relaxed);
     }
@@ -553,7 +566,7 @@ int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out)
         .parks = parks,
         .wakeups = wakeups,
         .submitter_wakeups = sub_wakeups,
-        .steals = 0, /* no worker steals from another yet */
+        .steals = steals,
     };
     return 0;
 }

@@ -57,6 +57,12 @@ bool als__queue_push(struct als__queue *q, void *item)
     return true;
 }
 
+bool als__queue_push_owner(struct als__queue *q, void *item)
+{
+    als__hb_release(item);
+    return ck_ring_enqueue_spmc(&q->ring, q->buf, item);
+}
+
 void *als__queue_pop(struct als__queue *q)
 {
     void *item;

@@ -1,5 +1,5 @@
 /* A bounded multi-producer multi-consumer queue of pointers: Concurrency
- * Kit's ck_ring behind five functions. No call blocks: a full queue refuses
+ * Kit's ck_ring behind a few functions. No call blocks: a full queue refuses
  * a push, an empty one returns NULL; the pool decides what to do then.
  *
  * Ordering contract: everything the pushing thread did before
@@ -24,6 +24,10 @@ void als__queue_fini(struct als__queue *q);
  * locked instruction: on x86-64 a full barrier between publishing the item
  * and the caller's next load. */
 bool als__queue_push(struct als__queue *q, void *item);
+/* A push by the queue's only producer (a worker's own queue: the owner
+ * pushes, the owner and thieves pop): no compare-and-swap, and no locked
+ * instruction, so no full barrier either. false when full. */
+bool als__queue_push_owner(struct als__queue *q, void *item);
 /* NULL when empty. */
 void *als__queue_pop(struct als__queue *q);
 /* Pops up to `max` (>= 1) items with one compare-and-swap, oldest first,

@@ -1,16 +1,24 @@
 /* Where tasks wait.
  *
- * One shared bounded MPMC ring (queue.c) plus, per worker, a one-task LIFO
- * slot for the newest task submitted by a task running on that worker. A
- * chain of tasks that each submit the next therefore never leaves its core
- * and wakes nobody; a fan-out pushes the older sibling to the ring, where
- * idle workers find it. While the ring holds work, a worker takes at most
- * LIFO_MAX tasks in a row from its slot, so self-resubmitting tasks cannot
- * starve the ring. (A deeper private stack measured slower on fan-out: the
- * other workers starve.) While the ring holds two or more tasks per worker,
- * a worker claims up to POP_BATCH of them with one CAS and runs them in
- * order (ring_take); they still count as queued, and the slot's fairness
- * rule covers them too.
+ * One shared bounded MPMC ring (queue.c) for submits from outside the pool;
+ * per worker, a one-task LIFO slot for the newest task submitted by a task
+ * running on that worker, and (BLOCK pools with room for it) a bounded
+ * queue of its own for the older ones. A chain of tasks that each submit
+ * the next therefore never leaves its core and wakes nobody; a fan-out
+ * pushes the older sibling to the worker's own queue, which only its owner
+ * pushes to (no compare-and-swap, no line shared with other submitters) and
+ * from which idle workers steal half at a time (as Tokio's and Go's
+ * schedulers do). A full own queue spills half of itself to the shared
+ * ring. While other work waits, a worker takes at most LIFO_MAX tasks in a
+ * row from its slot, and every SHARED_TURN takes looks at the shared ring
+ * first, so neither self-resubmitting tasks nor a busy worker's own queue
+ * starve outside submitters. While the ring holds two or more tasks per
+ * worker, a worker claims up to POP_BATCH of them with one CAS and runs
+ * them in order (ring_take); they still count as queued, and the slot's
+ * fairness rule covers them too.
+ *
+ * A REJECT pool (or one too small to give each worker LOCAL_CAP) has no own
+ * queues: its capacity answers stay exact (als.h).
  *
  * Uses: queue.c, park.c. */
 #include "scheduler.h"
@@ -45,10 +53,17 @@ static struct als__task *ring_pop(als_pool_t *pool)
     return t;
 }
 
-/* Whether tasks wait where any worker can take them. */
+/* Whether tasks wait where any worker can take them: the shared ring or
+ * some worker's own queue. */
 bool als__has_work(als_pool_t *pool)
 {
-    return als__queue_length(&pool->q) > 0;
+    if (als__queue_length(&pool->q) > 0)
+        return true;
+    if (pool->locals)
+        for (unsigned i = 0; i < pool->nthreads; i++)
+            if (als__queue_length(&pool->workers[i].local) > 0)
+                return true;
+    return false;
 }
 
 /* Whether the tasks this worker took off the ring together have all run. */
@@ -57,10 +72,74 @@ static bool batch_empty(const struct worker *w)
     return w->batch_i == w->batch_n;
 }
 
+static unsigned local_length(const struct worker *w)
+{
+    return w->pool->locals ? als__queue_length((struct als__queue *)&w->local) : 0;
+}
+
 /* Whether nothing waits in this worker's own queues nor the shared one. */
 bool als__local_idle(const struct worker *w)
 {
-    return !w->next && batch_empty(w) && als__queue_length(&w->pool->q) == 0;
+    return !w->next && batch_empty(w) && local_length(w) == 0 &&
+           als__queue_length(&w->pool->q) == 0;
+}
+
+/* Whether a task of worker w submitting now finds a deep backlog: its own
+ * queue, or the shared ring, holds INLINE_PER_WORKER tasks per worker
+ * (pool.c submit_inline). */
+bool als__backlog_deep(const struct worker *w)
+{
+    return local_length(w) >= INLINE_PER_WORKER ||
+           als__queue_length(&w->pool->q) >= w->pool->inline_mark;
+}
+
+/* Pushes task t, submitted by a task of worker w, to w's own queue. A full
+ * queue first spills half of itself to the shared ring, in one go, so that
+ * a long fan-out does not overflow on every submit. false: no room in
+ * either (the caller falls back to the ring's full policy). */
+bool als__local_push(struct worker *w, struct als__task *t)
+{
+    if (ALS__LIKELY(als__queue_push_owner(&w->local, t)))
+        return true;
+    struct als__task *spill[LOCAL_CAP / 2];
+    unsigned n = als__queue_pop_many(&w->local, (void **)spill, LOCAL_CAP / 2), i = 0;
+    while (i < n && als__ring_push(w->pool, spill[i]))
+        i++;
+    for (unsigned k = i; k < n; k++) /* the ring is full: keep them */
+        als__queue_push_owner(&w->local, spill[k]);
+    return als__queue_push_owner(&w->local, t);
+}
+
+/* Takes up to half of another worker's own queue, starting at a random
+ * victim: returns one task and keeps the others in w's own queue (empty:
+ * w looked there first, and only w pushes to it). */
+static struct als__task *steal(struct worker *w)
+{
+    als_pool_t *pool = w->pool;
+    unsigned n = pool->nthreads;
+    w->rng ^= w->rng << 13;
+    w->rng ^= w->rng >> 17;
+    w->rng ^= w->rng << 5;
+    unsigned start = w->rng % n;
+    for (unsigned k = 0; k < n; k++) {
+        struct worker *v = &pool->workers[(start + k) % n];
+        unsigned len = v == w ? 0 : als__queue_length(&v->local);
+        if (!len)
+            continue;
+        unsigned want = (len + 1) / 2;
+        struct als__task *got[STEAL_MAX];
+        unsigned m = als__queue_pop_many(&v->local, (void **)got,
+                                         want < STEAL_MAX ? want : STEAL_MAX);
+        if (!m)
+            continue;
+        for (unsigned i = 1; i < m; i++)
+            als__queue_push_owner(&w->local, got[i]);
+        atomic_store_explicit(&w->steals,
+                              atomic_load_explicit(&w->steals, memory_order_relaxed) + m,
+                              memory_order_relaxed);
+        return got[0];
+    }
+    return NULL;
 }
 
 /* Takes from the ring: several tasks at once while it holds at least two
@@ -85,28 +164,44 @@ static struct als__task *ring_take(struct worker *w)
     return ring_pop(pool);
 }
 
-/* The next task for worker w, or NULL. */
+static struct als__task *shared_take(struct worker *w)
+{
+    struct als__task *t = ring_take(w);
+    if (t && atomic_load_explicit(&w->pool->room_armed, memory_order_relaxed))
+        als__room_wake(w->pool, w);
+    return t;
+}
+
+/* The next task for worker w, or NULL: its LIFO slot, the rest of its
+ * batch, its own queue, the shared ring, then other workers' queues. */
 struct als__task *als__task_take(struct worker *w)
 {
     als_pool_t *pool = w->pool;
     struct als__task *t = w->next;
     if (t) {
         w->next = NULL;
-        if (++w->streak <= LIFO_MAX || (batch_empty(w) && als__queue_length(&pool->q) == 0))
+        if (++w->streak <= LIFO_MAX || als__local_idle(w))
             return t;
-        /* Fairness: the ring (and our batch from it) has waited long
-         * enough. */
-        if (!als__ring_push(pool, t))
+        /* Fairness: the other work has waited long enough; t goes last. */
+        if (pool->locals && als__queue_push_owner(&w->local, t))
+            als__wake_one_after_local(pool);
+        else if (als__ring_push(pool, t))
+            als__wake_one(pool);
+        else
             return t;
-        als__wake_one(pool);
     }
     w->streak = 0;
     if (!batch_empty(w))
         return w->batch[w->batch_i++];
-    t = ring_take(w);
-    if (t && atomic_load_explicit(&pool->room_armed, memory_order_relaxed))
-        als__room_wake(pool, w);
-    return t;
+    if (!pool->locals)
+        return shared_take(w);
+    if (++w->tick % SHARED_TURN == 0 && (t = shared_take(w)) != NULL)
+        return t;
+    if ((t = als__queue_pop(&w->local)) != NULL)
+        return t;
+    if ((t = shared_take(w)) != NULL)
+        return t;
+    return steal(w);
 }
 
 /* Waits for room in the ring. Outside submitters give up when a shutdown

@@ -29,6 +29,10 @@
 #define SPIN 64         /* empty polls before parking (about 20-50 us) */
 #define POLL_PAUSES 32  /* pauses between two polls of the ring */
 #define POP_BATCH 4     /* ring tasks a worker may take with one claim */
+#define LOCAL_CAP 256   /* a worker's own queue (BLOCK pools, sched.c) */
+#define STEAL_MAX (LOCAL_CAP / 2) /* tasks a thief takes at once, at most */
+#define SHARED_TURN 61  /* every this many takes, the shared queue first
+                           (Tokio's global_queue_interval) */
 #define INLINE_PER_WORKER 64 /* ring backlog per worker that makes a worker's
                                 submit run the task at once (submit_inline) */
 #define INLINE_STACK (64 * 1024) /* stack such inline runs may use, at most */
@@ -45,6 +49,7 @@ struct worker {
      * Submitted and done are counted per drain generation. */
     _Atomic uint64_t submitted[2], started, done[2], failed, cancelled;
     _Atomic uint64_t parks, wakeups, submitter_wakeups; /* see count_wake */
+    _Atomic uint64_t steals;      /* tasks taken from other workers' queues */
     _Atomic uint32_t wake;        /* futex word this worker parks on */
     als_pool_t *pool;
     struct als_snapshot *held;    /* deferred frame references (task_finish) */
@@ -52,6 +57,10 @@ struct worker {
     uint32_t done_pending[2];     /* finished tasks not yet counted in done */
     unsigned gen;                 /* generation of the innermost running task */
     struct als__task *next;       /* LIFO slot: this thread only */
+    struct als__queue local;      /* its own tasks' older submits (sched.c):
+                                     this thread pushes, anyone pops */
+    uint32_t rng;                 /* where stealing starts (xorshift) */
+    unsigned tick;                /* takes, for the shared queue's turn */
     unsigned streak;              /* LIFO-slot tasks taken in a row */
     uintptr_t inline_floor;       /* inline runs only above this stack address */
     unsigned running;             /* tasks running on this thread's stack */
@@ -74,6 +83,7 @@ struct worker {
 struct als_pool {
     struct als__queue q;          /* tasks */
     unsigned small_cap;           /* capacity 1 or 2: counted, see ring_push */
+    bool locals;                  /* workers have their own queues (sched.c) */
     _Atomic unsigned small_len;
     _Alignas(ALS__CACHELINE) _Atomic uint64_t ext_submitted[2]; /* outside
                                      submits, per drain generation */
@@ -140,6 +150,7 @@ void als__futex_wait_until(_Atomic uint32_t *word, uint32_t seq, uint64_t deadli
                            uint64_t cap_ns);
 void als__futex_wake_all(_Atomic uint32_t *word);
 void als__wake_one(als_pool_t *pool);
+void als__wake_one_after_local(als_pool_t *pool);
 void als__wake_all(als_pool_t *pool);
 uint32_t als__park_announce(struct worker *w);
 void als__park_sleep(struct worker *w, uint32_t seq);
@@ -158,6 +169,8 @@ bool als__done_publish(struct worker *w);
 
 /* sched.c */
 bool als__ring_push(als_pool_t *pool, struct als__task *t);
+bool als__local_push(struct worker *w, struct als__task *t);
+bool als__backlog_deep(const struct worker *w);
 bool als__push_wait(als_pool_t *pool, struct als__task *t, bool any_state);
 bool als__has_work(als_pool_t *pool);
 bool als__local_idle(const struct worker *w);
