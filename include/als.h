@@ -419,8 +419,14 @@ typedef struct als_pool als_pool_t;
 typedef struct als_pool_options {
     unsigned threads;          /**< 0: the CPUs this process may run on */
     /** 0: 4096; rounded up to a power of two. That many tasks (or one
-     *  fewer) can wait in the queue; a busy worker may also hold up to 3
-     *  more it took off the queue together with the one it runs. */
+     *  fewer) can wait in the shared queue; a busy worker may also hold up
+     *  to 3 more it took off the queue together with the one it runs. In a
+     *  BLOCK pool whose capacity is at least 256 per worker, each worker
+     *  also keeps up to 256 tasks submitted by its own tasks (the newest in
+     *  a slot, up to 255 older ones in a queue of its own that idle
+     *  workers steal from): at most 256 more waiting tasks per worker. A
+     *  REJECT pool has no such queues, so its ALS_EFULL answers count
+     *  exactly. */
     unsigned queue_capacity;
     enum als_full_policy on_full; /**< BLOCK (default) or REJECT */
     const char *name;          /**< workers are named "<name>-<n>"; NULL: "als" */
@@ -468,7 +474,9 @@ typedef struct als_pool_stats {
     uint64_t parks;
     /** FUTEX_WAKE system calls made to wake a worker, by submitters,
      *  workers and shutdown alike. A submit into a parked pool wakes one
-     *  worker; submits while a worker is spinning wake none. Shutdown wakes
+     *  worker; submits while a worker is searching (at most half of the
+     *  workers that can run at once, at least two, search; the others
+     *  sleep) wake none. Shutdown wakes
      *  every worker, asleep or not, and each ending worker wakes the
      *  others. Wakes of drain, future and group waiters are not counted. */
     uint64_t wakeups;
@@ -477,8 +485,8 @@ typedef struct als_pool_stats {
      *  wait, once the queue has drained to half (however many submitters
      *  wait), and at shutdown one each time all workers are woken. */
     uint64_t submitter_wakeups;
-    /** Tasks a worker took from another worker's queue: always 0 until the
-     *  scheduler steals (issue 12). */
+    /** Tasks idle workers took from other workers' own queues (a steal
+     *  takes up to half of one queue and counts each task it moved). */
     uint64_t steals;
 } als_pool_stats;
 
@@ -491,8 +499,8 @@ ALS_API als_pool_t *als_pool_new(const als_pool_options *opts);
  *  (capture failed). Nothing accepted is ever lost.
  *
  *  Throttling (as OpenMP runtimes do with deferred tasks): when a task of
- *  this pool submits while the queue already holds 64 or more tasks per
- *  worker and no worker is idle, the new task may run at once, inside
+ *  this pool submits while its worker's own queue holds 64 or more tasks,
+ *  or the shared queue 64 or more per worker, and no worker is idle, the new task may run at once, inside
  *  als_submit, on the submitting thread. It runs as any task does: in the
  *  caller's context, with a fresh execution id whose trigger is the
  *  caller's, its bindings ending with it, counted in the stats and

@@ -89,7 +89,9 @@ struct als_pool {
                                      submits, per drain generation */
     _Atomic uint64_t rejected;
     _Atomic uint64_t ext_wakeups, ext_submitter_wakeups; /* by other threads */
-    _Alignas(ALS__CACHELINE) _Atomic uint32_t spinning; /* idle, not parked */
+    _Alignas(ALS__CACHELINE) _Atomic uint32_t spinning; /* searching: idle,
+                                     not parked (at most search_max) */
+    uint32_t search_max;
     _Atomic uint64_t *idle;       /* bit per parked worker (own lines) */
     unsigned idle_words;
     _Alignas(ALS__CACHELINE) _Atomic uint32_t room_armed; /* a BLOCK submitter

@@ -369,12 +369,21 @@ static uintptr_t inline_floor(uintptr_t frame)
 
 /* Spins before parking: a submitter that is still producing then pays no
  * wake-up. Yielding lets it run if it shares our core (2-core machines run
- * submitter and workers on 2 CPUs). */
+ * submitter and workers on 2 CPUs). At most search_max workers search at
+ * once (Tokio's rule: half of them): the others park at once, instead of
+ * all pulling at the queues' lines and taking CPU time from the workers
+ * that have work (16 workers on 2 CPUs). */
 static struct als__task *worker_spin(struct worker *w)
 {
     als_pool_t *pool = w->pool;
     struct als__task *t = NULL;
-    atomic_fetch_add_explicit(&pool->spinning, 1, memory_order_seq_cst);
+    uint32_t n = atomic_load_explicit(&pool->spinning, memory_order_relaxed);
+    do {
+        if (n >= pool->search_max)
+            return NULL;
+    } while (!atomic_compare_exchange_weak_explicit(&pool->spinning, &n, n + 1,
+                                                    memory_order_seq_cst,
+                                                    memory_order_relaxed));
     for (int i = 0; i < SPIN && !t; i++) {
         /* Poll the ring every few pauses only: each poll pulls the
          * producers' cache line away from them (measured with one outside
