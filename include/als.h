@@ -701,9 +701,10 @@ ALS_API als_cancel_t *als_cancel_current(void);
 
 /** 1 if the calling context's scope, or any ancestor, is cancelled or past
  *  its deadline, else 0 (0 when there is no scope). No lock, no allocation,
- *  no system call: with no scope it costs what als_get does; the clock is
- *  read (vDSO) only when the scope has a deadline. Everything the canceller
- *  did before als_cancel happens before a call that returns 1 because of it. */
+ *  no system call: with no scope it costs what als_get does. Only a scope
+ *  with a deadline reads the clock (vDSO: the coarse clock, and the precise
+ *  one within a clock tick of the deadline). Everything the canceller did
+ *  before als_cancel happens before a call that returns 1 because of it. */
 ALS_API int als_cancelled(void);
 
 /** Nanoseconds until the nearest deadline in the current scope chain:
