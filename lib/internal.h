@@ -428,7 +428,11 @@ int64_t als__cancel_deadline(const struct als_cancel *c);
 bool als__cancel_hook_add(struct als_cancel *c, struct als__cancel_hook *h);
 /* Unregisters h: true if it was removed before it ran; false if it ran or
  * is running, and then, unless called from inside h->fn itself, returns
- * only once h->fn has returned (h's storage is free for reuse). */
+ * only once h->fn has returned (h's storage is free for reuse). So never
+ * call it holding a lock that h->fn takes. Hooks run without cancel.c's
+ * lock held, but registration takes it (one process-wide mutex): register
+ * for what must be woken or dropped promptly (waiters, delayed tasks),
+ * not for every queued task, which checks its frame's scope at dequeue. */
 bool als__cancel_hook_remove(struct als_cancel *c, struct als__cancel_hook *h);
 /* Captures the current context with `c` bound as its scope (a group's
  * tasks: their frame, one reference for the caller), or NULL if

@@ -17,6 +17,8 @@
 #include "gate.h"
 
 #include <errno.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -717,6 +719,53 @@ static void test_user_stores_do_not_reach_the_scope(void **state)
     als_free(user);
 }
 
+/* ---- fork -------------------------------------------------------------- */
+
+/* The child's checks; its exit code names the first that failed. */
+static int fork_child_checks(als_cancel_t *pending)
+{
+    atomic_store(&calls, 0);
+    als_cancel_t *c = child_of(pending, -1); /* the lock is usable */
+    if (!c || cancelled_in(c))
+        return 10;
+    if (als_cancel_on(c, count_call, NULL) <= 0 || als_cancel(pending) != 0)
+        return 11;
+    if (!cancelled_in(c) || atomic_load(&calls) != 1)
+        return 12;
+#ifndef ALS__TSAN
+    /* A new deadline thread serves the child (TSan allows no thread
+     * creation after a multithreaded fork). */
+    struct note f;
+    note_init(&f);
+    als_cancel_t *d = als_cancel_new(1000000);
+    if (!d || als_cancel_on(d, on_fire, &f) <= 0 || note_wait(&f, 1, 60000) != 1)
+        return 13;
+#endif
+    return 0;
+}
+
+static void test_fork_child_keeps_working(void **state)
+{
+    (void)state;
+#ifndef ALS__TSAN
+    als_cancel_t *pending = als_cancel_new(HOUR_NS); /* the deadline thread runs */
+#else
+    /* No deadline: its children in the child would start a thread, which
+     * TSan does not allow after a multithreaded fork. */
+    als_cancel_t *pending = als_cancel_new(-1);
+#endif
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(fork_child_checks(pending));
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_false(cancelled_in(pending)); /* the child's cancel stayed there */
+    als_cancel_release(pending);
+}
+
 /* ---- allocation failures ----------------------------------------------- */
 
 static void test_allocation_failures_change_nothing(void **state)
@@ -775,6 +824,7 @@ int main(void)
         T(test_thread_carries_the_scope),
         T(test_pool_task_carries_the_scope),
         T(test_user_stores_do_not_reach_the_scope),
+        T(test_fork_child_keeps_working),
         T(test_allocation_failures_change_nothing),
 #undef T
     };

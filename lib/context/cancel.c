@@ -480,11 +480,26 @@ static void fork_parent(void)
     pthread_mutex_unlock(&lock);
 }
 
+static void timer_cv_init(void)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&timer_cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
 /* The child has no deadline thread: the next scope with a deadline starts
- * one, which then serves the entries inherited too. */
+ * one, which then serves the entries inherited too. The condition
+ * variables may count waiters that did not come along: fresh ones. (As
+ * with pools, a callback running in the parent at the fork never ends in
+ * the child: do not use scopes across fork.) */
 static void fork_child(void)
 {
     timer_started = false;
+    timer_busy = false;
+    timer_cv_init();
+    pthread_cond_init(&done_cv, NULL);
     pthread_mutex_unlock(&lock);
 }
 
@@ -493,11 +508,7 @@ static void init(void)
     struct timespec res;
     if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 && res.tv_sec == 0)
         coarse_lag = res.tv_nsec;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&timer_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    timer_cv_init();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
