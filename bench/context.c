@@ -359,6 +359,52 @@ static void m_scope(struct timing *t)
     als_snapshot_release(a.snap);
 }
 
+/* als_cancelled() (issue 15) with no scope bound, once a scope exists
+ * (so the library's scope store does too: what a program that uses
+ * cancellation pays outside any scope). */
+static void *loop_cancelled(void *p)
+{
+    struct timing *t = p;
+    uint64_t t0 = bench_now_ns();
+    for (uint64_t i = 0; i < t->iters; i++) {
+        int c = als_cancelled();
+        BENCH_USE(c);
+    }
+    t->ns = bench_now_ns() - t0;
+    return NULL;
+}
+
+static void cancelled_in(struct timing *t, int64_t timeout_ns, bool bound)
+{
+    als_cancel_t *c = als_cancel_new(timeout_ns);
+    if (!c) {
+        fprintf(stderr, "als_cancel_new failed\n");
+        exit(1);
+    }
+    if (bound)
+        als_cancel_run(c, loop_cancelled, t);
+    else
+        loop_cancelled(t);
+    als_cancel_release(c);
+}
+
+static void m_cancelled_none(struct timing *t)
+{
+    cancelled_in(t, -1, false);
+}
+
+/* A scope bound, not cancelled, without and with a deadline (which reads
+ * the clock, vDSO). */
+static void m_cancelled_scope(struct timing *t)
+{
+    cancelled_in(t, -1, true);
+}
+
+static void m_cancelled_deadline(struct timing *t)
+{
+    cancelled_in(t, INT64_C(3600000000000), true);
+}
+
 /* Most cases run with 16 stores in existence, a realistic program. The
  * depth-1000 case of other stores needs 1000 and is measured after them,
  * because binding that many stores grows the thread's slot table, which
@@ -384,6 +430,10 @@ static const struct bcase cases[] = {
     {"snapshot_run_1", "snapshot_run (empty fn), 1 store", m_snap_run1, 1, 16},
     {"snapshot_run_4", "snapshot_run (empty fn), 4 stores", m_snap_run4, 1, 16},
     {"scope_enter_leave", "scope_enter+scope_leave, 4 stores", m_scope, 1, 16},
+    {"cancelled_no_scope", "als_cancelled, no scope bound", m_cancelled_none, 1, 16},
+    {"cancelled_scope", "als_cancelled, scope bound, not cancelled", m_cancelled_scope, 1, 16},
+    {"cancelled_deadline", "als_cancelled, scope with a deadline bound", m_cancelled_deadline, 1,
+     16},
     {"run_snapshot_first_1000", "run{snapshot+release}, 1 store, 1000 slots", m_run_snap, 1, 1000},
 };
 #define NCASES (sizeof cases / sizeof cases[0])

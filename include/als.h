@@ -649,6 +649,124 @@ ALS_API int als_group_first_error(const als_group_t *g, int *result);
 ALS_API void als_group_free(als_group_t *g);
 /** @} */
 
+/** @defgroup cancel Cancellation and deadlines
+ *  A cancellation scope (Go's context.Context, .NET's CancellationToken)
+ *  travels in the context like a store's value: als_cancel_run makes it the
+ *  current scope, and everything captured inside (tasks of every kind,
+ *  delayed tasks, futures, continuations, groups, snapshots, bound
+ *  functions, resources, als_thread_create threads) carries it, so the
+ *  work a request fans out sees the request's cancellation and deadline.
+ *  Scopes form a tree: a new scope is a child of the current one, cancelled
+ *  with it, and its deadline is never later than its parent's. Running code
+ *  is never interrupted: it polls als_cancelled() or registers a callback
+ *  with als_cancel_on. Detached tasks (ALS_TASK_DETACHED) run in an empty
+ *  context and so outside any scope. The scope is held by the library's
+ *  own store: once a scope has been made it counts as one of the live
+ *  stores (see als_run), and nothing else about stores changes (it cannot
+ *  be reached, disabled or freed through the store API).
+ *  @{ */
+
+/** A cancellation scope; reference counted. */
+typedef struct als_cancel als_cancel_t;
+
+/** A new scope, child of the calling context's current scope (if any): it
+ *  is cancelled when its parent is (at once, if the parent already is).
+ *  @p timeout_ns >= 0: it also cancels itself that long from now (its
+ *  deadline; 0: already past, so the scope is born cancelled); < 0: no
+ *  deadline of its own. Its deadline is the earlier of its own and its
+ *  parent's. Deadlines are kept by one process-wide thread, started with
+ *  the first scope that has one (CLOCK_MONOTONIC); a released scope's
+ *  deadline is forgotten at once. NULL only if allocation (or starting that
+ *  thread) fails. The caller holds one reference. */
+ALS_API als_cancel_t *als_cancel_new(int64_t timeout_ns);
+
+/** Runs fn(arg) with @p c as the current scope and returns fn's result;
+ *  every capture inside (tasks of every kind, snapshots, bound functions,
+ *  resources, als_thread_create) carries it, and holds a reference on @p c
+ *  while it lives. Restores the caller's scope as als_run restores a store
+ *  (also on non-local exits). NULL @p c or @p fn: calls nothing, returns
+ *  NULL; so does a failure to allocate, exactly as for als_run. */
+ALS_API void *als_cancel_run(als_cancel_t *c, als_fn fn, void *arg);
+
+/** Cancels @p c and all its descendants, from any thread; idempotent. The
+ *  callbacks of each newly cancelled scope run on the calling thread before
+ *  it returns (a scope cancelled already, by another thread, may still be
+ *  running its own there). O(descendants + callbacks): nothing else is
+ *  walked. Returns 0, or ALS_EINVAL for NULL. */
+ALS_API int als_cancel(als_cancel_t *c);
+
+/** Takes a reference; returns @p c. NULL: no-op (returns NULL). */
+ALS_API als_cancel_t *als_cancel_retain(als_cancel_t *c);
+
+/** Drops a reference, from any thread. Dropping never cancels: the last
+ *  one frees the scope, its pending deadline and the callbacks that never
+ *  ran (which then never run); its children stay as they are (they keep
+ *  their deadline, and can no longer be cancelled through it). NULL: no-op. */
+ALS_API void als_cancel_release(als_cancel_t *c);
+
+/** The calling context's current scope (a new reference), or NULL. */
+ALS_API als_cancel_t *als_cancel_current(void);
+
+/** 1 if the calling context's scope, or any ancestor, is cancelled or past
+ *  its deadline, else 0 (0 when there is no scope). No lock, no allocation,
+ *  no system call: with no scope it costs what als_get does. Only a scope
+ *  with a deadline reads the clock (vDSO: the coarse clock, and the precise
+ *  one within a clock tick of the deadline). Everything the canceller did
+ *  before als_cancel happens before a call that returns 1 because of it. */
+ALS_API int als_cancelled(void);
+
+/** Nanoseconds until the nearest deadline in the current scope chain:
+ *  INT64_MAX with none (or no scope), 0 once cancelled or past it. */
+ALS_API int64_t als_deadline_remaining(void);
+
+/** Calls fn(arg) once when @p c is cancelled: on the cancelling thread (the
+ *  deadline thread, for a deadline) in that thread's context, or at once
+ *  on the caller's thread, before returning, if @p c is already cancelled
+ *  or past its deadline. The callbacks of one scope run one at a time, in
+ *  registration order. Returns a registration id > 0 (also when fn ran at
+ *  once), or ALS_EINVAL (NULL @p c or @p fn) / ALS_ENOMEM (nothing
+ *  registered, fn not called). */
+ALS_API int64_t als_cancel_on(als_cancel_t *c, void (*fn)(void *arg), void *arg);
+
+/** Unregisters callback @p id of @p c: returns 0 if it was removed before
+ *  it started (it will never run), ALS_EINVAL otherwise (it ran, is running,
+ *  or @p id is not one of c's; NULL @p c). Once it returns the callback is
+ *  not running: if another thread is running it, this waits for it to
+ *  return. Called from inside that very callback it returns ALS_EINVAL at
+ *  once (waiting would deadlock); from inside another callback of the same
+ *  scope it returns 0 for one not started yet. */
+ALS_API int als_cancel_off(als_cancel_t *c, int64_t id);
+
+/** Policies of als_group_new_policy. */
+enum als_group_policy {
+    ALS_GROUP_WAIT_ALL = 0,     /**< als_group_new's behaviour */
+    ALS_GROUP_FAIL_FAST = 1,    /**< the first failure cancels the group's scope */
+    ALS_GROUP_FIRST_SUCCESS = 2 /**< the first task returning 0 cancels it (hedged requests) */
+};
+
+/** A group that owns a scope, child of the scope current at this call; its
+ *  tasks run inside it (they see als_cancelled() once the group is
+ *  cancelled, and what they submit inherits it). FAIL_FAST: als_group_wait
+ *  returns the first failure as soon as all tasks have ended, and tasks not
+ *  yet started are cancelled rather than run. FIRST_SUCCESS: als_group_wait
+ *  returns 0 once one task succeeded and every other has ended (started
+ *  ones finish, unstarted ones are cancelled); if none succeeds it reports
+ *  as WAIT_ALL. NULL if allocation fails or @p policy is unknown.
+ *  (Declared by issue 15's first phase; implemented by its second.) */
+ALS_API als_group_t *als_group_new_policy(enum als_group_policy policy);
+
+/** Cancels the group's scope: its tasks not yet started are cancelled (as a
+ *  CANCEL shutdown cancels them), running ones see als_cancelled(). 0 or
+ *  ALS_EINVAL (NULL). (Issue 15, second phase.) */
+ALS_API int als_group_cancel(als_group_t *g);
+
+/** Cancels @p f's task if it has not started: it completes with
+ *  ALS_ECANCELED and its continuations are cancelled. 0 if it was
+ *  cancelled by this call, ALS_EINVAL for NULL or a task that started or
+ *  ended already. (Issue 15, second phase.) */
+ALS_API int als_future_cancel(als_future_t *f);
+/** @} */
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,6 +9,7 @@
  * snapshot.c  frames (immutable captured contexts), snapshot_run, bind
  * resource.c  AsyncResource and async ids
  * thread.c    als_thread_create
+ * cancel.c    cancellation scopes and deadlines, carried by the context
  * queue.c     the Concurrency Kit ring, the only file that includes ck
  * tsan.h      happens-before edges for a user's ThreadSanitizer
  * pool.c      the worker pool
@@ -206,6 +207,21 @@ struct als__tls {
 extern _Thread_local struct als__tls als__tls
     __attribute__((tls_model("initial-exec")));
 
+/* The live binding of `als` in the calling thread's current context, or
+ * NULL: als_get's lookup, shared with the library's own stores (cancel.c). */
+static inline const struct als__binding *als__live_binding(const als_t *als)
+{
+    uint32_t i = als->index;
+    if (ALS__LIKELY(i < als__tls.v.n)) {
+        const struct als__binding *b = als__tls.v.slots[i];
+        /* Relaxed: a disable ordered before us by other synchronisation is
+         * seen through coherence; a concurrent one may go either way. */
+        if (b && b->epoch == atomic_load_explicit(als->epoch, memory_order_relaxed))
+            return b;
+    }
+    return NULL;
+}
+
 /* A scope: everything needed to restore the context exactly. On the stack
  * of whoever opened it. `switched` scopes also replace the table. */
 struct als__scope {
@@ -373,6 +389,62 @@ void als__scope_unwind(struct als__scope **sp);
 
 /* Registers the thread-exit cleanup of this thread's context state. */
 void als__thread_hook(void);
+
+/* ---- cancel.c: cancellation scopes and deadlines (issue 15) ----------- */
+/* The current scope is the value of a store of the library's own, bound by
+ * als_cancel_run: every capture carries it, and each binding holds one
+ * reference (cancel.c explains). What the pool and compose layers need: */
+
+/* A callback registered on a scope by the library itself (a waiter to wake,
+ * a queued or delayed task to drop). Storage is the caller's; registering
+ * allocates nothing and cannot fail. id: 0 for internal hooks (public
+ * callbacks use the same record, allocated, with an id > 0). */
+struct als__cancel_hook {
+    struct als__cancel_hook *next, *prev; /* NULL: not registered */
+    void (*fn)(void *arg);
+    void *arg;
+    int64_t id;
+};
+
+/* The scope bound in the calling thread's current context, borrowed (no
+ * new reference: valid while that context is), or NULL. No lock, no
+ * allocation: the cost of an als_get. */
+struct als_cancel *als__cancel_current_scope(void);
+/* The scope captured in frame `f` (borrowed: valid while f is held), or
+ * NULL: a task's scope, checked at dequeue before entering its frame. */
+struct als_cancel *als__cancel_of_frame(const struct als_snapshot *f);
+/* Whether `c` is cancelled or past its deadline (false for NULL). No lock;
+ * reads the clock only when c has a deadline. */
+bool als__cancel_is_cancelled(const struct als_cancel *c);
+/* c's deadline: absolute CLOCK_MONOTONIC ns (the clock of als__now_ns in
+ * lib/pool/pool.h), INT64_MAX for none or NULL. Never later than its
+ * parent's. For a wait inside a scope: wake at min(own timeout, this). */
+int64_t als__cancel_deadline(const struct als_cancel *c);
+/* Registers h to run h->fn(h->arg) once when c is cancelled (on the
+ * cancelling thread or the deadline thread), h->id = 0. Returns false,
+ * registering nothing, if c is cancelled (or past its deadline) already:
+ * the caller then acts at once itself. Hold a reference on c while h is
+ * registered. */
+bool als__cancel_hook_add(struct als_cancel *c, struct als__cancel_hook *h);
+/* Unregisters h: true if it was removed before it ran; false if it ran or
+ * is running, and then, unless called from inside h->fn itself, returns
+ * only once h->fn has returned (h's storage is free for reuse). So never
+ * call it holding a lock that h->fn takes. Hooks run without cancel.c's
+ * lock held, but registration takes it (one process-wide mutex): register
+ * for what must be woken or dropped promptly (waiters, delayed tasks),
+ * not for every queued task, which checks its frame's scope at dequeue. */
+bool als__cancel_hook_remove(struct als_cancel *c, struct als__cancel_hook *h);
+/* Captures the current context with `c` bound as its scope (a group's
+ * tasks: their frame, one reference for the caller), or NULL if
+ * allocation fails. Same as a capture inside als_cancel_run(c, ...). */
+struct als_snapshot *als__cancel_capture(struct als_cancel *c);
+#ifdef ALS_FAULT_INJECTION
+/* Test builds only: scopes alive now, and deadlines pending in the heap
+ * (which first waits until the deadline thread has run the callbacks and
+ * dropped the references of what it cancelled). */
+long als__test_cancel_live(void);
+long als__test_cancel_timers(void);
+#endif
 
 /* ---- tracestate.c, baggage.c, propagator.c (the wire formats) ---------- */
 /* A `tracestate` list being read: slices of its members, which point into

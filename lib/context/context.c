@@ -15,31 +15,17 @@
 _Thread_local struct als__tls als__tls __attribute__((tls_model("initial-exec")));
 #define T als__tls
 
-/* The live binding of `als` in the current context, or NULL. */
-static inline const struct als__binding *live_binding(const als_t *als)
-{
-    uint32_t i = als->index;
-    if (ALS__LIKELY(i < T.v.n)) {
-        const struct als__binding *b = T.v.slots[i];
-        /* Relaxed: a disable ordered before us by other synchronisation is
-         * seen through coherence; a concurrent one may go either way. */
-        if (b && b->epoch == atomic_load_explicit(als->epoch, memory_order_relaxed))
-            return b;
-    }
-    return NULL;
-}
-
 void *als_get(const als_t *als)
 {
     if (ALS__UNLIKELY(!als))
         return NULL;
-    const struct als__binding *b = live_binding(als);
+    const struct als__binding *b = als__live_binding(als);
     return b ? b->value : als->default_value;
 }
 
 int als_has(const als_t *als)
 {
-    return als && live_binding(als);
+    return als && als__live_binding(als);
 }
 
 /* ---- private tables --------------------------------------------------- */

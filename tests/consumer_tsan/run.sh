@@ -22,7 +22,7 @@ HERE=$SRC/tests/consumer_tsan
 JOBS=${JOBS:-2}
 CC=${CC:-cc}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/als-consumer-tsan.XXXXXX")
-SCENARIOS=(logger fanout delayed snapshot destroy)
+SCENARIOS=(logger fanout delayed snapshot destroy cancel)
 # What a user gets by default; the preset's options must not help.
 unset TSAN_OPTIONS
 

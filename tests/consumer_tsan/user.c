@@ -8,13 +8,14 @@
  * libals go through mailbox.c, an uninstrumented stand-in for an event
  * loop library.)
  *
- * Usage: user SCENARIO   (logger, fanout, delayed, snapshot, destroy)
+ * Usage: user SCENARIO   (logger, fanout, delayed, snapshot, destroy, cancel)
  * Exits 0 when the scenario's own checks pass; TSan's exit code (66 with
  * halt_on_error=1) when it reported something.
  */
 #include <als.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -408,6 +409,42 @@ static void destroy(als_pool_t *pool)
     CHECK(atomic_load(&destroyed) == 2 * ROUNDS + ROUNDS / 4);
 }
 
+/* ---- cancel: a cancellation seen by running tasks ---------------------
+ * The canceller writes why after submitting, before als_cancel; tasks that
+ * see als_cancelled() read it. Only the cancel -> cancelled edge orders
+ * the two. */
+static char cancel_reason[32];
+static atomic_int cancel_seen;
+
+static int poll_cancel(void *arg)
+{
+    (void)arg;
+    while (!als_cancelled())
+        sched_yield();
+    if (strcmp(cancel_reason, "client gone") == 0)
+        atomic_fetch_add(&cancel_seen, 1);
+    return 0;
+}
+
+static void *submit_pollers(void *pool)
+{
+    for (int i = 0; i < THREADS; i++)
+        CHECK(als_submit(pool, poll_cancel, NULL) == 0);
+    return NULL;
+}
+
+static void cancellation(als_pool_t *pool)
+{
+    als_cancel_t *c = als_cancel_new(-1);
+    CHECK(c != NULL);
+    als_cancel_run(c, submit_pollers, pool);
+    snprintf(cancel_reason, sizeof cancel_reason, "client gone");
+    CHECK(als_cancel(c) == 0);
+    als_cancel_release(c);
+    CHECK(als_pool_drain(pool) == 0);
+    CHECK(atomic_load(&cancel_seen) == THREADS);
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -415,7 +452,7 @@ int main(int argc, char **argv)
         void (*fn)(als_pool_t *);
     } scenarios[] = {
         { "logger", logger }, { "fanout", fanout }, { "delayed", delayed },
-        { "snapshot", snapshot }, { "destroy", destroy },
+        { "snapshot", snapshot }, { "destroy", destroy }, { "cancel", cancellation },
     };
     if (argc != 2) {
         fprintf(stderr, "usage: %s SCENARIO\n", argv[0]);
