@@ -2,13 +2,14 @@
  *
  * A 16-worker pool, bursts after idle gaps. Before each burst the pool
  * goes idle in one of four ways: not at all (the next burst meets workers
- * still busy or spinning), a short sleep of up to 300 us (workers in the
- * middle of spinning or parking), up to 3 ms (all parked), or until
+ * still busy or spinning), a sleep of up to 512 us, log-uniform (workers
+ * in the middle of spinning or parking), 1-3 ms (all parked), or until
  * als_pool_stats shows the pool idle and `parks` has stopped growing (all
  * parked, observed). The gap is the scenario: nothing waits on it. Then a
- * burst of K tasks, K random in 1..64, submitted from an outside thread,
- * from inside a task (the worker's own queue: idle workers must be woken
- * or must steal), from several outside threads at once, or as a group
+ * burst of K tasks, K in 1..64 (log-uniform: many single tasks, the ones
+ * a missed wake-up strands), submitted from an outside thread, from
+ * inside a task (the worker's own queue: idle workers must be woken or
+ * must steal), from several outside threads at once, or as a group
  * (als_group_submit, waited with als_group_wait). Some tasks do a little
  * work, so that one worker cannot finish a burst before others wake.
  *
@@ -62,7 +63,7 @@ static const char *const shape_names[S_COUNT] = {
 };
 enum gap { G_NONE, G_SHORT, G_LONG, G_PARKED, G_COUNT };
 static const char *const gap_names[G_COUNT] = {
-    "none", "0-300 us", "1-3 ms", "until parked",
+    "none", "0-512 us (log-uniform)", "1-3 ms", "until parked",
 };
 static uint64_t shape_counts[S_COUNT], gap_counts[G_COUNT];
 
@@ -187,7 +188,9 @@ static void idle_gap(enum gap g, struct rng *r)
     case G_NONE:
         break;
     case G_SHORT:
-        stress_idle_ns(rng_below(r, 300000));
+        /* Log-uniform: as many gaps under 2 us as between 128 and 256,
+         * so that bursts often meet workers just ending their spin. */
+        stress_idle_ns(rng_below(r, 2u << rng_below(r, 19)));
         break;
     case G_LONG:
         stress_idle_ns(1000000 + rng_below(r, 2000000));
@@ -214,7 +217,9 @@ static void burst(struct rng *r, uint64_t n)
 {
     enum gap g = (enum gap)rng_below(r, G_COUNT);
     enum shape sh = (enum shape)rng_below(r, S_COUNT);
-    int k = 1 + (int)rng_below(r, MAX_BURST);
+    /* 1..64, log-uniform: small bursts (a single task) are the ones a
+     * missed wake-up leaves with nobody to run them. */
+    int k = 1 + (int)rng_below(r, 1u << rng_below(r, 7));
     gap_counts[g]++;
     shape_counts[sh]++;
     idle_gap(g, r);
