@@ -366,6 +366,7 @@ struct overflow {
     int bad_rc;                /* a submit answer other than 0 / ALS_EFULL */
     _Atomic int rejected;
     _Atomic int next_worker;
+    _Atomic int outside_done;  /* outside threads that made all their submits */
 };
 
 struct slot_arg {
@@ -427,6 +428,7 @@ static void *outside_main(void *arg)
 {
     struct outside *s = arg;
     flood(s->o, s->k * OUT_TRIES, OUT_TRIES, false);
+    atomic_fetch_add(&s->o->outside_done, 1);
     return NULL;
 }
 
@@ -525,11 +527,12 @@ static void block_overflow_across_submitters(void **state)
     overflow_start(&o, ALS_FULL_BLOCK, out, th);
     /* Wait (polling the counters, not sleeping) until the pool is full:
      * OUTSIDE * OUT_TRIES exceeds what it can hold, so the outside
-     * submitters are then waiting for room. */
+     * submitters are then waiting for room. Or until they are done: a
+     * scheduler may let a blocked submitter run queued tasks itself. */
     als_pool_stats held;
     for (;;) {
         get_stats(o.pool, &held);
-        if (held.queued >= CAP - 1)
+        if (held.queued >= CAP - 1 || atomic_load(&o.outside_done) == OUTSIDE)
             break;
         sched_yield();
     }
