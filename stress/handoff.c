@@ -281,7 +281,10 @@ int main(int argc, char **argv)
     pthread_cond_init(&left_cv, &ca);
     pthread_condattr_destroy(&ca);
 
-    als_pool_options o = { .threads = WORKERS, .queue_capacity = 1024, .name = "handoff" };
+    /* 256 per worker: enough for each worker's own queue (als.h), so that
+     * tasks submitted from a task wait where idle workers must steal. */
+    als_pool_options o = { .threads = WORKERS, .queue_capacity = 256 * WORKERS,
+                           .name = "handoff" };
     pool = als_pool_new(&o);
     if (!CHECK(pool, "als_pool_new"))
         return stress_finish();
