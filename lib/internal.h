@@ -125,10 +125,22 @@ extern struct als_snapshot als__empty_frame;
 /* Reference counting (frame.c). Releasing the last reference frees a frame
  * or binding and runs the destroy callbacks of the values it held. */
 void als__binding_release(struct als__binding *b);
-struct als_snapshot *als__frame_retain(struct als_snapshot *f);
-void als__frame_release(struct als_snapshot *f);
 /* Drops n references at once (n >= 1). */
 void als__frame_release_n(struct als_snapshot *f, uint32_t n);
+
+/* Inline: they sit on the paths of captures and scopes (measured). */
+static inline struct als_snapshot *als__frame_retain(struct als_snapshot *f)
+{
+    /* Relaxed: the caller already holds a reference. */
+    if (f != &als__empty_frame)
+        atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    return f;
+}
+
+static inline void als__frame_release(struct als_snapshot *f)
+{
+    als__frame_release_n(f, 1);
+}
 
 /* ---- per-thread context (table.c, context.c) -------------------------- */
 /* A recycled private table for copy-on-write after entering a frame. */

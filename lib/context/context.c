@@ -10,6 +10,7 @@
  * epoch loads and reference counts. */
 #include "internal.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -45,23 +46,19 @@ int als_has(const als_t *als)
 
 /* ---- writes to the current table ------------------------------------ */
 
-/* slot_writable's slow path: a copy-on-write or a table to grow (table.c). */
-static __attribute__((noinline)) int slot_writable_slow(uint32_t i)
-{
-    int rc = als__table_writable(i);
-    if (rc != ALS__TABLE_NEW)
-        return rc;
-    als__thread_hook();
-    return 0;
-}
-
-/* Makes slot i of the current table writable. 0 or ALS_ENOMEM. Inlined
- * into als_run (gcc stopped doing so by itself once als_run grew). */
+/* Makes slot i of the current table writable: at once, or by a copy or a
+ * larger table (table.c). 0 or ALS_ENOMEM. Inlined into als_run (gcc
+ * stopped doing so by itself once als_run grew). */
 static inline __attribute__((always_inline)) int slot_writable(uint32_t i)
 {
-    if (ALS__UNLIKELY(T.v.shared || i >= T.v.n))
-        return slot_writable_slow(i);
-    return 0;
+    if (ALS__LIKELY(!T.v.shared && i < T.v.n))
+        return 0;
+    int rc = als__table_writable(i);
+    if (ALS__UNLIKELY(rc == ALS__TABLE_NEW)) {
+        als__thread_hook(); /* the new table is freed at thread exit */
+        rc = 0;
+    }
+    return rc;
 }
 
 /* ---- scopes ----------------------------------------------------------- */
@@ -177,7 +174,11 @@ int als__scope_close(struct als__scope *s)
 static struct als__undo *abandon_inner(struct als__scope *s)
 {
     struct als__undo *deep = NULL;
-    if (!s->owns_frame) /* not saved: cannot happen, see als_scope_enter */
+    /* Saved by every als_scope_enter made directly in `s`; only a jump out
+     * of a scope that library code opened (a pool task's), which als.h
+     * forbids, leaves another scope here. */
+    assert(s->owns_frame);
+    if (!s->owns_frame)
         return NULL;
     for (struct als__undo **pp = &T.undo; *pp != s->undo;) {
         struct als__undo *u = *pp;

@@ -30,17 +30,14 @@ void als__binding_release(struct als__binding *b)
         destroy(value);
 }
 
-struct als_snapshot *als__frame_retain(struct als_snapshot *f)
+/* The last reference is gone. Out of line, so that the common release (not
+ * the last) saves no registers (measured: 7 instructions per capture). */
+static __attribute__((noinline)) void frame_free(struct als_snapshot *f)
 {
-    /* Relaxed: the caller already holds a reference. */
-    if (f != &als__empty_frame)
-        atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
-    return f;
-}
-
-void als__frame_release(struct als_snapshot *f)
-{
-    als__frame_release_n(f, 1);
+    for (uint32_t i = 0; i < f->n; i++)
+        if (f->slots[i])
+            als__binding_release(f->slots[i]);
+    als__free(f);
 }
 
 void als__frame_release_n(struct als_snapshot *f, uint32_t n)
@@ -51,8 +48,5 @@ void als__frame_release_n(struct als_snapshot *f, uint32_t n)
     if (atomic_fetch_sub_explicit(&f->refs, n, memory_order_acq_rel) != n)
         return;
     als__hb_acquire(&f->n);
-    for (uint32_t i = 0; i < f->n; i++)
-        if (f->slots[i])
-            als__binding_release(f->slots[i]);
-    als__free(f);
+    frame_free(f);
 }
