@@ -20,13 +20,18 @@ static_assert(sizeof(struct als__scope) <= sizeof(als_scope_t),
  * anything is changed, so a failure leaves the context as it was. */
 static struct als_snapshot *frame_build(void)
 {
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < T.v.n; i++) {
-        const struct als__binding *b = T.v.slots[i];
-        /* Bindings of disabled or freed stores are dropped here, so that
-         * new captures stop holding them. */
+    /* The frame's length: up to the last live binding. Bindings of disabled
+     * or freed stores are dropped here, so that new captures stop holding
+     * them. Scanned from the end, which stops at the last live binding,
+     * with the table in locals (the compiler cannot tell that
+     * als__epoch_live leaves it alone): in a large, mostly empty table this
+     * scan is the whole cost of a first capture. */
+    struct als__binding *const *slots = T.v.slots;
+    uint32_t n = T.v.n;
+    for (; n > 0; n--) {
+        const struct als__binding *b = slots[n - 1];
         if (b && als__epoch_live(b->index, b->epoch))
-            n = i + 1;
+            break;
     }
     if (n == 0)
         return &als__empty_frame;

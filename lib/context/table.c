@@ -67,8 +67,9 @@ static int table_copy(uint32_t i)
     return made;
 }
 
-/* The current private table is too small for slot i. */
-static int table_grow(uint32_t i)
+/* The current private table is too small for slot i. Rare: out of line,
+ * to keep als__table_writable's copy path lean (measured). */
+static __attribute__((noinline)) int table_grow(uint32_t i)
 {
     if (!T.v.table && !T.v.slots) { /* first write on this thread */
         T.v.slots = T.base;
