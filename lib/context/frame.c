@@ -1,4 +1,5 @@
-/* Frames and heap bindings: their reference counts, and the empty frame.
+/* Frames and heap bindings: their reference counts (als_snapshot_retain,
+ * als_snapshot_release), and the empty frame.
  * uses: alloc.c, tsan.h
  *
  * A frame (struct als_snapshot) is a captured context: an immutable table
@@ -49,4 +50,17 @@ void als__frame_release_n(struct als_snapshot *f, uint32_t n)
         return;
     als__hb_acquire(&f->n);
     frame_free(f);
+}
+
+/* The public retain and release: here, so that the release of a snapshot
+ * (after every capture a user makes) inlines the common case. */
+als_snapshot_t *als_snapshot_retain(als_snapshot_t *snap)
+{
+    return snap ? als__frame_retain(snap) : NULL;
+}
+
+void als_snapshot_release(als_snapshot_t *snap)
+{
+    if (snap)
+        als__frame_release(snap);
 }

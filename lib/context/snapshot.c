@@ -160,17 +160,6 @@ als_snapshot_t *als_snapshot(void)
     return f;
 }
 
-als_snapshot_t *als_snapshot_retain(als_snapshot_t *snap)
-{
-    return snap ? als__frame_retain(snap) : NULL;
-}
-
-void als_snapshot_release(als_snapshot_t *snap)
-{
-    if (snap)
-        als__frame_release(snap);
-}
-
 void *als_snapshot_run(als_snapshot_t *snap, als_fn fn, void *arg)
 {
     if (!snap || !fn)
