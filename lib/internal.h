@@ -4,17 +4,28 @@
  *
  * Architecture
  * ------------
- * store.c     stores (als_t), their slot indices and liveness epochs
- * context.c   the per-thread current context, scopes, run/exit/enter_with
- * snapshot.c  frames (immutable captured contexts), snapshot_run, bind
- * resource.c  AsyncResource and async ids
- * thread.c    als_thread_create
- * cancel.c    cancellation scopes and deadlines, carried by the context
- * queue.c     the Concurrency Kit ring, the only file that includes ck
- * tsan.h      happens-before edges for a user's ThreadSanitizer
- * pool.c      the worker pool
- * alloc.c     allocation (with a fault-injection hook in test builds)
- * error.c     error texts and version
+ * Layers, each using only those before it (scripts/check-layers checks;
+ * every file says what it uses at its top):
+ *
+ *   base      alloc.c (allocation, fault injection), error.c, tsan.h
+ *             (happens-before edges for a user's ThreadSanitizer)
+ *   context/  store.c     stores (als_t), slot indices, liveness epochs
+ *             frame.c     frames and heap bindings: reference counts
+ *             table.c     a thread's context table: copy-on-write, growth
+ *             context.c   the current context, scopes, run/exit/enter_with
+ *             snapshot.c  captures, snapshot_run, bind
+ *             resource.c  AsyncResource and async ids
+ *             thread.c    als_thread_create
+ *             cancel.c    cancellation scopes and deadlines (a value of the
+ *                         library's own store, so every capture carries it)
+ *   pool/     the scheduler; pool.h is its API for the layers above, and
+ *             scheduler.h lists its files and a task's path through them:
+ *             submit -> capture -> enqueue -> worker -> enter -> run ->
+ *             leave -> release -> complete (the task's completion hook)
+ *   compose/  timer.c (delayed tasks: the pool's one attachment), future.c,
+ *             group.c: above the pool, through pool.h only
+ *   trace/    W3C Trace Context, tracestate, Baggage, propagators: on the
+ *             public API
  *
  * The current context of a thread is a table of binding pointers indexed by
  * store slot (als__tls.slots). Either the table is private to the thread and
