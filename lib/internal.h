@@ -154,6 +154,12 @@ static inline void als__frame_release(struct als_snapshot *f)
     als__frame_release_n(f, 1);
 }
 
+/* ---- thread.c ---------------------------------------------------------- */
+#include <pthread.h>
+/* pthread_create for the library's own threads: every signal blocked in
+ * the new thread (thread.c says why). pthread_create's result. */
+int als__thread_spawn(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
+
 /* ---- per-thread context (table.c, context.c) -------------------------- */
 /* A recycled private table for copy-on-write after entering a frame. */
 struct als__table {

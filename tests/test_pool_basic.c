@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -299,6 +300,39 @@ static int current_task(void *arg)
     if (cp->thread_rc == 0)
         pthread_join(t, NULL);
     return 0;
+}
+
+/* The pool's threads block every signal, whatever the creating thread's
+ * mask: a signal sent to the process goes to the program's own threads.
+ * Checked on a worker and on the timer thread's worker-run task (the
+ * timer thread itself runs no user code), from a creator that unblocked
+ * them all. */
+static _Atomic int mask_seen;
+
+static int record_mask(void *arg)
+{
+    (void)arg;
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    int all = sigismember(&cur, SIGTERM) && sigismember(&cur, SIGINT) &&
+              sigismember(&cur, SIGUSR1) && sigismember(&cur, SIGCHLD);
+    atomic_store(&mask_seen, all ? 1 : 2);
+    return 0;
+}
+
+static void test_workers_block_signals(void **state)
+{
+    (void)state;
+    sigset_t none, old;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, &old);
+    als_pool_t *p = als_pool_new(&(als_pool_options){ .threads = 1 });
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    assert_non_null(p);
+    assert_int_equal(als_submit(p, record_mask, NULL), 0);
+    assert_int_equal(als_pool_drain(p), 0);
+    assert_int_equal(atomic_load(&mask_seen), 1);
+    als_pool_free(p);
 }
 
 static void test_pool_current(void **state)
@@ -684,6 +718,7 @@ int main(void)
         cmocka_unit_test(test_capacity_limit),
         cmocka_unit_test(test_worker_names),
         cmocka_unit_test(test_threads_zero_uses_affinity),
+        cmocka_unit_test(test_workers_block_signals),
         cmocka_unit_test(test_pool_current),
         cmocka_unit_test(test_stats_exact),
         cmocka_unit_test(test_capacity_rounding_and_reject),

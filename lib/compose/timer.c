@@ -285,7 +285,7 @@ int als__timer_add(als_pool_t *pool, struct als__task *t, uint64_t delay_ns)
         tm->cap = cap;
     }
     if (!tm->started) {
-        if (pthread_create(&tm->thread, NULL, timer_main, tm) != 0) {
+        if (als__thread_spawn(&tm->thread, NULL, timer_main, tm) != 0) {
             rc = ALS_ENOMEM;
             goto out;
         }

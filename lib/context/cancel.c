@@ -522,7 +522,7 @@ static int timer_add(struct als_cancel *c)
         if (pthread_attr_init(&at) != 0)
             return ALS_ENOMEM;
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        int rc = pthread_create(&t, &at, timer_main, NULL);
+        int rc = als__thread_spawn(&t, &at, timer_main, NULL);
         pthread_attr_destroy(&at);
         if (rc != 0)
             return ALS_ENOMEM;

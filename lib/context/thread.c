@@ -3,6 +3,24 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <signal.h>
+
+/* The library's own threads (pool workers, timer threads, the deadline
+ * thread) start with every signal blocked, as libuv's threadpool does: a
+ * signal sent to the process (SIGTERM, SIGINT, SIGCHLD...) then goes to a
+ * thread of the program, whose masks and handlers it chose, never to a
+ * thread it does not know about; this also holds when the first of them
+ * is started from a thread that had those signals unblocked.
+ * (glibc keeps its own cancellation signal unblockable.) */
+int als__thread_spawn(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(t, attr, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
 
 struct start {
     als_fn fn;

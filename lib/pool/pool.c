@@ -444,7 +444,7 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
         w->pool = pool;
         w->index = i;
         w->rng = i * 2654435761u + 1; /* xorshift: never 0 */
-        if (pthread_create(&w->thread, NULL, als__worker_main, w) != 0) {
+        if (als__thread_spawn(&w->thread, NULL, als__worker_main, w) != 0) {
             atomic_store_explicit(&pool->state, STOPPED, memory_order_seq_cst);
             als__wake_all(pool);
             for (unsigned j = 0; j < i; j++)

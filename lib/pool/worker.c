@@ -340,7 +340,7 @@ static void worker_unwound(struct worker **pw)
 
     pthread_mutex_lock(&pool->stop_mu);
     pthread_t heir;
-    if (pthread_create(&heir, NULL, als__worker_main, w) == 0) {
+    if (als__thread_spawn(&heir, NULL, als__worker_main, w) == 0) {
         w->thread = heir;
         /* A shutdown joining us joins the heir next; else nobody will. */
         if (!w->claimed)
