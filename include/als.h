@@ -581,8 +581,9 @@ typedef struct als_future als_future_t;
 ALS_API int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future_t **out);
 
 /** Waits for @p f: 0 and its result in *result (if @p result is not NULL),
- *  ALS_ETIMEDOUT after @p timeout_ns (< 0: no limit), ALS_ECANCELED when
- *  the pool dropped the task, ALS_EINVAL for NULL, ALS_EDEADLK at once
+ *  ALS_ETIMEDOUT after @p timeout_ns (< 0: no limit) or at the deadline of
+ *  the caller's cancellation scope, ALS_ECANCELED when the pool dropped the
+ *  task (or f was cancelled) or the caller's scope is cancelled, ALS_EINVAL for NULL, ALS_EDEADLK at once
  *  (whatever the timeout) when the calling thread is running f's own task
  *  (its fn, at any depth of nested runs), which would wait for itself.
  *  Longer cycles are not detected and wait until the timeout (forever with
@@ -628,8 +629,10 @@ ALS_API int als_group_submit(als_group_t *g, als_pool_t *pool, als_task_fn fn, v
 
 /** Waits until every task of @p g has finished. Returns 0 if every task
  *  returned 0; ALS_ETASK if a task returned non-zero (its code:
- *  als_group_first_error); else ALS_ECANCELED if tasks were cancelled;
- *  ALS_ETIMEDOUT after @p timeout_ns (< 0: no limit); ALS_EINVAL for NULL;
+ *  als_group_first_error); else ALS_ECANCELED if tasks were cancelled
+ *  (a FIRST_SUCCESS group with a success: 0); ALS_ETIMEDOUT after
+ *  @p timeout_ns (< 0: no limit) or at the caller's scope's deadline;
+ *  ALS_ECANCELED once the caller's scope is cancelled; ALS_EINVAL for NULL;
  *  ALS_EDEADLK at once (whatever the timeout) when the calling thread is
  *  running a task of @p g (at any depth of nested runs), which would wait
  *  for itself. A task's own code is never returned here. A task waiting
@@ -664,6 +667,26 @@ ALS_API void als_group_free(als_group_t *g);
  *  own store: once a scope has been made it counts as one of the live
  *  stores (see als_run), and nothing else about stores changes (it cannot
  *  be reached, disabled or freed through the store API).
+ *
+ *  What a cancelled scope (cancelled, or past its deadline) does to pools:
+ *  - A task of any kind (als_submit and its variants, delayed tasks,
+ *    futures, continuations, group tasks) whose scope is cancelled before
+ *    it starts does not run: it is cancelled as a CANCEL shutdown cancels
+ *    it (its cancel callback runs in its context, stats.cancelled counts
+ *    it, a future completes with ALS_ECANCELED and its continuations are
+ *    cancelled, a group counts it as cancelled). Queued tasks notice when a
+ *    worker reaches them, so als_cancel never walks a queue.
+ *  - A delayed task whose scope is cancelled leaves the timer heap at once
+ *    and is cancelled then (within about a thread wake-up), not at its due
+ *    time.
+ *  - A submit made inside a cancelled scope (als_submit, als_submit_task,
+ *    als_submit_after, als_submit_future, als_future_then, and
+ *    als_group_submit into a cancelled group) returns ALS_ECANCELED and
+ *    queues and counts nothing. Detached tasks have no scope.
+ *  - als_future_wait and als_group_wait called inside a scope return
+ *    ALS_ECANCELED as soon as the scope is cancelled, and ALS_ETIMEDOUT
+ *    at the scope's deadline when it comes before their own timeout (if
+ *    what they wait for is done, they return as usual).
  *  @{ */
 
 /** A cancellation scope; reference counted. */
@@ -751,19 +774,20 @@ enum als_group_policy {
  *  yet started are cancelled rather than run. FIRST_SUCCESS: als_group_wait
  *  returns 0 once one task succeeded and every other has ended (started
  *  ones finish, unstarted ones are cancelled); if none succeeds it reports
- *  as WAIT_ALL. NULL if allocation fails or @p policy is unknown.
- *  (Declared by issue 15's first phase; implemented by its second.) */
+ *  as WAIT_ALL. als_group_new() is WAIT_ALL. als_group_submit into a group
+ *  whose scope is cancelled returns ALS_ECANCELED. NULL if allocation
+ *  fails or @p policy is unknown. */
 ALS_API als_group_t *als_group_new_policy(enum als_group_policy policy);
 
 /** Cancels the group's scope: its tasks not yet started are cancelled (as a
  *  CANCEL shutdown cancels them), running ones see als_cancelled(). 0 or
- *  ALS_EINVAL (NULL). (Issue 15, second phase.) */
+ *  ALS_EINVAL (NULL). */
 ALS_API int als_group_cancel(als_group_t *g);
 
 /** Cancels @p f's task if it has not started: it completes with
  *  ALS_ECANCELED and its continuations are cancelled. 0 if it was
  *  cancelled by this call, ALS_EINVAL for NULL or a task that started or
- *  ended already. (Issue 15, second phase.) */
+ *  ended already. */
 ALS_API int als_future_cancel(als_future_t *f);
 /** @} */
 

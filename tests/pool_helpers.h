@@ -63,10 +63,10 @@ static inline void block_pool(als_pool_t *p, struct gate *g)
     gate_await_arrivals(g, 1);
 }
 
-/* A CANCEL shutdown of a pool whose one worker waits at `g`: a helper
+/* A shutdown (`how`) of a pool whose workers wait at `g`: a helper
  * submits probe tasks until the pool refuses (the shutdown has begun),
- * then opens the gate; every probe it got in is cancelled. Returns how
- * many probes got in. */
+ * then opens the gate; with CANCEL every probe it got in is cancelled, with
+ * DRAIN each runs. Returns how many probes got in. */
 struct opener {
     als_pool_t *pool;
     struct gate *gate;
@@ -89,15 +89,20 @@ static inline void *opener_main(void *arg)
     return NULL;
 }
 
-static inline int cancel_shutdown_gated(als_pool_t *p, struct gate *g)
+static inline int shutdown_gated(als_pool_t *p, struct gate *g, int how)
 {
     struct opener o = {p, g, 0, 0};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, opener_main, &o), 0);
-    assert_int_equal(als_pool_shutdown(p, ALS_SHUTDOWN_CANCEL), 0);
+    assert_int_equal(als_pool_shutdown(p, how), 0);
     assert_int_equal(pthread_join(th, NULL), 0);
     assert_int_equal(o.last_rc, ALS_ESHUTDOWN);
     return o.probes;
+}
+
+static inline int cancel_shutdown_gated(als_pool_t *p, struct gate *g)
+{
+    return shutdown_gated(p, g, ALS_SHUTDOWN_CANCEL);
 }
 
 #endif

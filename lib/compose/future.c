@@ -18,6 +18,7 @@
 #include <assert.h>
 
 enum { PENDING = 0, DONE = 1, CANCELLED = 2 };
+enum { NOT_STARTED = 0, STARTED = 1, DROPPED = 2, ENDED = 3 };
 
 struct cont {
     struct cont *next;
@@ -35,6 +36,9 @@ struct als_future {
     _Atomic uint32_t seq;         /* futex word for waiters */
     _Atomic uint32_t waiting;
     _Atomic(struct cont *) conts; /* CONTS_DONE once completed */
+    _Atomic uint32_t settled;     /* settle() ran (it runs once) */
+    _Atomic uint32_t start;       /* its task: NOT_STARTED, STARTED, DROPPED
+                                     (als_future_cancel) or ENDED */
     als_fn fn;
     void *arg;                    /* a continuation's: its source's result */
     void *result;
@@ -53,6 +57,8 @@ static als_future_t *future_new(als_fn fn, void *arg)
     atomic_init(&f->seq, 0);
     atomic_init(&f->waiting, 0);
     atomic_init(&f->conts, NULL);
+    atomic_init(&f->settled, 0);
+    atomic_init(&f->start, NOT_STARTED);
     f->fn = fn;
     f->arg = arg;
     f->result = NULL;
@@ -65,9 +71,14 @@ void als_future_release(als_future_t *f)
         als__block_free(f);
 }
 
-/* Settles f and returns its continuations, oldest first. */
+/* Settles f and returns its continuations, oldest first; NULL if it was
+ * settled already (als_future_cancel settles before its task ends). */
 static struct cont *settle(als_future_t *f, uint32_t state, void *result)
 {
+    /* Relaxed: only who settles is decided here; what it writes is
+     * published below. */
+    if (atomic_exchange_explicit(&f->settled, 1, memory_order_relaxed))
+        return NULL;
     als__hb_release(&f->result); /* to wait and to a later then */
     f->result = result;
     atomic_store_explicit(&f->state, state, memory_order_seq_cst);
@@ -109,6 +120,7 @@ static void cancel_all(struct cont *work)
 
 static int future_run(void *f);
 static void future_done(void *f, int rc, bool cancelled);
+static bool future_admit(void *f);
 
 /* Submits continuation c with its source's result; the task takes over
  * c's references. On failure the target is cancelled (a pool freed since
@@ -120,7 +132,7 @@ static int cont_submit(struct cont *c, void *result, bool in_then)
     c->target->arg = result;
     struct als__spec sp = {
         .fn = future_run, .arg = c->target, .frame = c->frame,
-        .done = future_done, .done_ctx = c->target,
+        .done = future_done, .done_ctx = c->target, .admit = future_admit,
         .trigger_id = c->trigger_id, .no_reject = true,
     };
     struct als__task *t;
@@ -164,12 +176,41 @@ static int future_run(void *f)
     return 0;
 }
 
-/* The task ended: cancelled before it ran, or its thread ended inside fn
- * (rc ALS_ECANCELED): the future is cancelled. */
-static void future_done(void *f, int rc, bool cancelled)
+/* The pool asks before the task starts: not if als_future_cancel came
+ * first. */
+static bool future_admit(void *f)
 {
-    if (cancelled || rc)
+    uint32_t expect = NOT_STARTED;
+    return atomic_compare_exchange_strong_explicit(&((als_future_t *)f)->start, &expect, STARTED,
+                                                   memory_order_relaxed, memory_order_relaxed);
+}
+
+/* The task ended: cancelled before it ran, or its thread ended inside fn
+ * (rc ALS_ECANCELED): the future is cancelled, unless als_future_cancel
+ * did that already and left us only its completer's reference. */
+static void future_done(void *ctx, int rc, bool cancelled)
+{
+    als_future_t *f = ctx;
+    uint32_t was = atomic_exchange_explicit(&f->start, ENDED, memory_order_relaxed);
+    if (was == DROPPED)
+        als_future_release(f);
+    else if (cancelled || rc)
         complete(f, CANCELLED, NULL);
+}
+
+int als_future_cancel(als_future_t *f)
+{
+    if (!f)
+        return ALS_EINVAL;
+    uint32_t expect = NOT_STARTED;
+    if (!atomic_compare_exchange_strong_explicit(&f->start, &expect, DROPPED,
+                                                 memory_order_relaxed, memory_order_relaxed))
+        return ALS_EINVAL; /* started, ended, or cancelled before */
+    /* Settled now (waiters wake, continuations are cancelled); the task,
+     * when the pool reaches it, is cancelled and drops the completer's
+     * reference (future_done). */
+    cancel_all(settle(f, CANCELLED, NULL));
+    return 0;
 }
 
 int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future_t **out)
@@ -177,11 +218,16 @@ int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future_t **out
     if (!pool || !fn || !out)
         return ALS_EINVAL;
     als__jump_check(ALS__NSP()); /* captures: see "Non-local exits" */
+    int rc = als__refuse_cancelled();
+    if (rc)
+        return rc;
     als_future_t *f = future_new(fn, arg);
     if (!f)
         return ALS_ENOMEM;
-    struct als__spec sp = { .fn = future_run, .arg = f, .done = future_done, .done_ctx = f };
-    int rc = als__submit(pool, &sp);
+    struct als__spec sp = {
+        .fn = future_run, .arg = f, .done = future_done, .done_ctx = f, .admit = future_admit,
+    };
+    rc = als__submit(pool, &sp);
     if (rc) {
         als__block_free(f);
         return rc;
@@ -197,6 +243,9 @@ int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t *
     als__jump_check(ALS__NSP());
     if (!als__pool_accepts(pool))
         return ALS_ESHUTDOWN;
+    int rc = als__refuse_cancelled();
+    if (rc)
+        return rc;
     als_future_t *g = future_new(fn, NULL);
     struct cont *c = als__block_alloc();
     struct als_snapshot *frame = g && c ? als__capture() : NULL;
@@ -231,7 +280,7 @@ int als_future_then(als_future_t *f, als_pool_t *pool, als_fn fn, als_future_t *
         return 0;
     }
     /* The task takes the continuation's reference; ours is the caller's. */
-    int rc = cont_submit(c, f->result, true);
+    rc = cont_submit(c, f->result, true);
     if (rc) {
         als_future_release(g); /* cont_submit cancelled it and dropped its own */
         return rc;
@@ -251,8 +300,9 @@ int als_future_wait(als_future_t *f, int64_t timeout_ns, void **result)
         return ALS_EINVAL;
     if (als__runs_own(f))
         return ALS_EDEADLK;
-    if (als__wait(settled, f, &f->seq, &f->waiting, als__deadline(timeout_ns)))
-        return ALS_ETIMEDOUT;
+    int rc = als__wait(settled, f, &f->seq, &f->waiting, als__deadline(timeout_ns));
+    if (rc)
+        return rc; /* ALS_ETIMEDOUT, or ALS_ECANCELED: the caller's scope */
     als__hb_acquire(&f->result);
     if (atomic_load_explicit(&f->state, memory_order_acquire) == CANCELLED)
         return ALS_ECANCELED;

@@ -19,6 +19,15 @@ struct timer_entry {
     uint64_t deadline;            /* CLOCK_MONOTONIC ns */
     uint64_t seq;                 /* FIFO among equal deadlines */
     struct als__task *task;
+    struct scope_hook *hook;      /* or NULL: the task has no scope */
+};
+
+/* A delayed task's registration on its cancellation scope: cancelling the
+ * scope makes the timer thread drop the task at once (als.h: promptly, not
+ * at its due time). The task's frame holds the scope meanwhile. */
+struct scope_hook {
+    struct als__cancel_hook h;
+    struct als_cancel *scope;
 };
 
 struct timers {
@@ -29,6 +38,7 @@ struct timers {
     size_t len, cap;
     uint64_t seq;
     bool started, stop;
+    bool scan;                    /* a scope was cancelled: look for its tasks */
     pthread_t thread;
 };
 
@@ -96,12 +106,47 @@ static void heap_down(struct timer_entry *h, size_t len, size_t i)
     }
 }
 
-static struct als__task *heap_pop(struct timers *tm)
+/* Removes entry i; returns it. */
+static struct timer_entry heap_take(struct timers *tm, size_t i)
 {
-    struct als__task *t = tm->heap[0].task;
-    tm->heap[0] = tm->heap[--tm->len];
-    heap_down(tm->heap, tm->len, 0);
-    return t;
+    struct timer_entry e = tm->heap[i];
+    tm->heap[i] = tm->heap[--tm->len];
+    if (i < tm->len) {
+        heap_down(tm->heap, tm->len, i);
+        heap_up(tm->heap, i);
+    }
+    return e;
+}
+
+/* An entry whose scope is cancelled (or past its deadline), or SIZE_MAX. */
+static size_t find_cancelled(const struct timers *tm)
+{
+    for (size_t i = 0; i < tm->len; i++)
+        if (tm->heap[i].hook && als__cancel_is_cancelled(tm->heap[i].hook->scope))
+            return i;
+    return SIZE_MAX;
+}
+
+/* Runs on the thread that cancels the scope (cancel.c's lock not held). */
+static void scope_cancelled(void *arg)
+{
+    struct timers *tm = arg;
+    pthread_mutex_lock(&tm->mu);
+    tm->scan = true;
+    pthread_cond_signal(&tm->cv);
+    pthread_mutex_unlock(&tm->mu);
+}
+
+/* Hands entry e's task to the pool, which runs it or (a CANCEL shutdown, a
+ * cancelled scope) cancels it. Called without tm->mu: removing the hook
+ * waits for a running scope_cancelled, which takes it. */
+static void entry_queue(struct timers *tm, struct timer_entry e)
+{
+    if (e.hook) {
+        als__cancel_hook_remove(e.hook->scope, &e.hook->h);
+        als__block_free(e.hook);
+    }
+    als__task_push(tm->pool, e.task);
 }
 
 static void *timer_main(void *arg)
@@ -124,10 +169,15 @@ static void *timer_main(void *arg)
         bool cancel = als__pool_cancelling(pool);
         bool fake;
         uint64_t now = timer_now(&fake);
-        if (cancel || tm->heap[0].deadline <= now) {
-            struct als__task *t = heap_pop(tm);
+        size_t i = 0;
+        if (tm->scan && (i = find_cancelled(tm)) == SIZE_MAX) {
+            tm->scan = false;
+            i = 0;
+        }
+        if (tm->scan || cancel || tm->heap[0].deadline <= now) {
+            struct timer_entry e = heap_take(tm, i);
             pthread_mutex_unlock(&tm->mu);
-            als__task_push(pool, t);
+            entry_queue(tm, e);
             pthread_mutex_lock(&tm->mu);
             continue;
         }
@@ -205,6 +255,20 @@ int als__timer_add(als_pool_t *pool, struct als__task *t, uint64_t delay_ns)
     struct timers *tm = als__pool_ext(pool, &timer_ops, timers_make);
     if (!tm)
         return ALS_ENOMEM;
+    struct als_cancel *scope = als__cancel_of_frame(t->frame);
+    struct scope_hook *hook = NULL;
+    if (scope) {
+        _Static_assert(sizeof(struct scope_hook) <= ALS__BLOCK_SIZE, "hook too big");
+        hook = als__block_alloc();
+        if (!hook)
+            return ALS_ENOMEM;
+        hook->scope = scope;
+        hook->h = (struct als__cancel_hook){ .fn = scope_cancelled, .arg = tm };
+    }
+    /* Registered before the entry is visible to the timer thread, which
+     * unregisters it when it takes the entry. Already cancelled: the
+     * thread drops the task at its next look. */
+    bool cancelled = hook && !als__cancel_hook_add(scope, &hook->h);
     bool fake;
     uint64_t now = timer_now(&fake);
     uint64_t deadline = delay_ns > UINT64_MAX - now ? UINT64_MAX : now + delay_ns;
@@ -227,13 +291,18 @@ int als__timer_add(als_pool_t *pool, struct als__task *t, uint64_t delay_ns)
         }
         tm->started = true;
     }
-    tm->heap[tm->len] = (struct timer_entry){ deadline, tm->seq++, t };
+    tm->heap[tm->len] = (struct timer_entry){ deadline, tm->seq++, t, hook };
     heap_up(tm->heap, tm->len++);
+    tm->scan |= cancelled;
     /* Only a new earliest deadline changes what the timer thread waits for. */
-    if (tm->heap[0].task == t)
+    if (tm->heap[0].task == t || cancelled)
         pthread_cond_signal(&tm->cv);
 out:
     pthread_mutex_unlock(&tm->mu);
+    if (rc && hook) {
+        als__cancel_hook_remove(scope, &hook->h);
+        als__block_free(hook);
+    }
     return rc;
 }
 
@@ -244,7 +313,9 @@ int als_submit_after(als_pool_t *pool, uint64_t delay_ns, als_task_fn fn, void *
     als__jump_check(ALS__NSP()); /* captures: see "Non-local exits" */
     struct als__spec sp = { .fn = fn, .arg = arg };
     struct als__task *t;
-    int rc = als__task_new(pool, &sp, &t);
+    int rc = als__refuse_cancelled();
+    if (!rc)
+        rc = als__task_new(pool, &sp, &t);
     if (rc)
         return rc;
     if (!delay_ns)

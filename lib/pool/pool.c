@@ -61,6 +61,12 @@ static int accept(als_pool_t *pool, struct worker *w, unsigned *gen)
     return ALS_ESHUTDOWN;
 }
 
+int als__refuse_cancelled(void)
+{
+    return ALS__UNLIKELY(als__cancel_is_cancelled(als__cancel_current_scope())) ? ALS_ECANCELED
+                                                                               : 0;
+}
+
 int als__task_new(als_pool_t *pool, const struct als__spec *sp, struct als__task **out)
 {
     struct worker *w = als__own_worker(pool);
@@ -87,6 +93,7 @@ int als__task_new(als_pool_t *pool, const struct als__spec *sp, struct als__task
     t->cancel = sp->cancel;
     t->done = sp->done;
     t->done_ctx = sp->done_ctx;
+    t->admit = sp->admit;
     t->trigger_id = sp->trigger_id ? sp->trigger_id
                   : detached       ? 0
                                    : als_execution_async_id();
@@ -202,6 +209,9 @@ int als_submit(als_pool_t *pool, als_task_fn fn, void *arg)
     if (!pool || !fn)
         return ALS_EINVAL;
     als__jump_check(ALS__NSP()); /* captures: see "Non-local exits" */
+    int rc = als__refuse_cancelled();
+    if (rc)
+        return rc;
     if (submit_inline(pool, fn, arg))
         return 0;
     struct als__spec sp = { .fn = fn, .arg = arg };
@@ -213,8 +223,13 @@ int als_submit_task(als_pool_t *pool, const als_task *task)
     if (!pool || !task || !task->fn)
         return ALS_EINVAL;
     als__jump_check(ALS__NSP());
-    if (!(task->flags & ALS_TASK_DETACHED) && submit_inline(pool, task->fn, task->arg))
-        return 0;
+    if (!(task->flags & ALS_TASK_DETACHED)) { /* a detached task has no scope */
+        int rc = als__refuse_cancelled();
+        if (rc)
+            return rc;
+        if (submit_inline(pool, task->fn, task->arg))
+            return 0;
+    }
     struct als__spec sp = {
         .fn = task->fn, .arg = task->arg, .cancel = task->cancel, .flags = task->flags,
     };

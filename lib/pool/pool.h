@@ -28,6 +28,7 @@ struct als__task {
     uint64_t trigger_id;
     als__done_fn done;            /* or NULL */
     void *done_ctx;
+    bool (*admit)(void *done_ctx); /* or NULL; false: cancel it instead */
 };
 
 /* What to submit. `frame` NULL: capture the caller's context (or none with
@@ -41,11 +42,23 @@ struct als__spec {
     struct als_snapshot *frame;
     als__done_fn done;
     void *done_ctx;
+    /* Asked when the task is about to start: false cancels it (its cancel
+     * callback runs, stats count it cancelled, `done` says cancelled).
+     * Called once at most; NULL: always start. */
+    bool (*admit)(void *done_ctx);
     uint64_t trigger_id;          /* 0: the caller's execution id */
     bool no_reject;               /* accepted earlier (a continuation):
                                      a full REJECT pool blocks or runs it
                                      inline instead of refusing */
 };
+
+/* Cancellation (issue 15): a task whose scope (the one its frame carries)
+ * is cancelled when it would start is cancelled instead, as a CANCEL
+ * shutdown cancels it. A submit refuses with ALS_ECANCELED, queueing and
+ * counting nothing, when the caller's own scope is cancelled already:
+ * als__refuse_cancelled() is that check (0 or ALS_ECANCELED), for the
+ * submit paths above the pool that capture the caller's context. */
+int als__refuse_cancelled(void);
 
 /* Accepts a task: counts it as submitted (drain and shutdown wait for it
  * from now on), allocates its record and captures the context. 0,
@@ -102,7 +115,10 @@ void *als__pool_ext(als_pool_t *pool, const struct als__pool_ext *ops,
  * UINT64_MAX) passes, sleeping on `word` (a futex word the completer bumps
  * and wakes) while `*waiting` counts this waiter. A worker of a pool runs
  * its own pool's tasks meanwhile instead of sleeping, so a pool whose
- * threads all wait cannot deadlock. 0 or ALS_ETIMEDOUT. */
+ * threads all wait cannot deadlock. Inside a cancellation scope it also
+ * ends when the scope is cancelled (ALS_ECANCELED) or its deadline comes
+ * first (ALS_ETIMEDOUT). 0, ALS_ETIMEDOUT or ALS_ECANCELED; 0 whenever
+ * done(ctx) holds. */
 int als__wait(bool (*done)(void *), void *ctx, _Atomic uint32_t *word,
               _Atomic uint32_t *waiting, uint64_t deadline);
 /* Wakes waiters of `word` (after the completer changed what done() reads). */

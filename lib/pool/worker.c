@@ -130,10 +130,14 @@ static void task_failed(struct worker *w, struct als__task *t, int rc, uint64_t 
     }
 }
 
-/* Whether task t starts (else the caller cancels it). */
+/* Whether task t starts (else the caller cancels it): not when a CANCEL
+ * shutdown has begun, its scope is cancelled (the check costs a load while
+ * no scope exists: lib/context/cancel.c), or its admit hook says no. */
 static bool task_start(struct worker *w, struct als__task *t)
 {
-    if (ALS__UNLIKELY(atomic_load_explicit(&w->pool->state, memory_order_relaxed) == CANCELLING))
+    if (ALS__UNLIKELY(atomic_load_explicit(&w->pool->state, memory_order_relaxed) == CANCELLING) ||
+        ALS__UNLIKELY(als__cancel_is_cancelled(als__cancel_of_frame(t->frame))) ||
+        (t->admit && !t->admit(t->done_ctx)))
         return false;
     /* Finished tasks of the other drain generation are published before a
      * task of this one runs: a drain waiting for them must not wait for
@@ -444,18 +448,41 @@ void *als__worker_main(void *arg)
     return NULL;
 }
 
+/* A waiter's cancellation hook: wakes it (it re-checks its scope). */
+static void wait_cancelled(void *word)
+{
+    atomic_fetch_add_explicit((_Atomic uint32_t *)word, 1, memory_order_release);
+    als__futex_wake_all(word);
+}
+
 int als__wait(bool (*done)(void *), void *ctx, _Atomic uint32_t *word,
               _Atomic uint32_t *waiting, uint64_t deadline)
 {
     struct worker *w = als__self;
     int rc = 0;
+    /* The caller's scope (borrowed: the caller's context holds it, and
+     * tasks this wait helps with restore that context when they end). */
+    struct als_cancel *scope = als__cancel_current_scope();
+    uint64_t scope_deadline = UINT64_MAX;
+    struct als__cancel_hook hook = { .fn = wait_cancelled, .arg = (void *)word };
+    bool hooked = false;
+    if (scope) {
+        int64_t d = als__cancel_deadline(scope);
+        scope_deadline = d == INT64_MAX ? UINT64_MAX : (uint64_t)(d < 0 ? 0 : d);
+        hooked = als__cancel_hook_add(scope, &hook); /* false: cancelled */
+    }
     atomic_fetch_add_explicit(waiting, 1, memory_order_seq_cst);
     for (;;) {
         uint32_t seq = atomic_load_explicit(word, memory_order_acquire);
         if (done(ctx))
             break;
-        if (als__now_ns() >= deadline) {
+        uint64_t now = als__now_ns();
+        if (now >= deadline || now >= scope_deadline) {
             rc = ALS_ETIMEDOUT;
+            break;
+        }
+        if (ALS__UNLIKELY(scope) && als__cancel_is_cancelled(scope)) {
+            rc = ALS_ECANCELED;
             break;
         }
         if (w) {
@@ -469,11 +496,15 @@ int als__wait(bool (*done)(void *), void *ctx, _Atomic uint32_t *word,
             /* Nothing to run: sleep briefly on our own word; new tasks
              * go to the awake workers or wake the parked ones. */
             als__worker_flush(w);
-            als__futex_wait_until(word, seq, deadline, HELP_NAP_NS);
+            als__futex_wait_until(word, seq, deadline < scope_deadline ? deadline : scope_deadline,
+                                  HELP_NAP_NS);
             continue;
         }
-        als__futex_wait_until(word, seq, deadline, UINT64_MAX);
+        als__futex_wait_until(word, seq, deadline < scope_deadline ? deadline : scope_deadline,
+                              UINT64_MAX);
     }
     atomic_fetch_sub_explicit(waiting, 1, memory_order_relaxed);
+    if (hooked)
+        als__cancel_hook_remove(scope, &hook);
     return rc;
 }

@@ -414,11 +414,12 @@ static void destroy(als_pool_t *pool)
  * see als_cancelled() read it. Only the cancel -> cancelled edge orders
  * the two. */
 static char cancel_reason[32];
-static atomic_int cancel_seen;
+static atomic_int cancel_seen, pollers_started;
 
 static int poll_cancel(void *arg)
 {
     (void)arg;
+    atomic_fetch_add(&pollers_started, 1);
     while (!als_cancelled())
         sched_yield();
     if (strcmp(cancel_reason, "client gone") == 0)
@@ -438,6 +439,10 @@ static void cancellation(als_pool_t *pool)
     als_cancel_t *c = als_cancel_new(-1);
     CHECK(c != NULL);
     als_cancel_run(c, submit_pollers, pool);
+    /* Cancel only once all run: a task not started by then is cancelled
+     * instead (and never polls). */
+    while (atomic_load(&pollers_started) < THREADS)
+        sched_yield();
     snprintf(cancel_reason, sizeof cancel_reason, "client gone");
     CHECK(als_cancel(c) == 0);
     als_cancel_release(c);
