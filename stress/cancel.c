@@ -630,8 +630,8 @@ static void check_rec(struct round *rd, struct rec *c, uint64_t now, struct tall
 {
     int fn = atomic_load(&c->fn_runs), cancel = atomic_load(&c->cancel_runs);
     check_obs(c);
-    if (c->kind == K_THREAD)
-        return;
+    if (c->kind == K_THREAD || c->submit_rc == 1)
+        return; /* a thread, or a continuation whose source was refused */
     if (c->submit_rc != 0) {
         refused++;
         CHECK(c->submit_rc == ALS_ECANCELED, "%s submit: %s", kind_name[c->kind],
