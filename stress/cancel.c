@@ -403,6 +403,16 @@ static void *thread_body(void *arg)
     return NULL;
 }
 
+static _Atomic uint64_t scope_cancels, group_cancels, future_cancels;
+
+static void future_cancel(struct rec *c)
+{
+    if (als_future_cancel(c->future) == 0) {
+        atomic_store_explicit(&c->future_cancelled, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&future_cancels, 1, memory_order_relaxed);
+    }
+}
+
 static void do_future(struct batch *b)
 {
     struct round *rd = b->rd;
@@ -412,6 +422,8 @@ static void do_future(struct batch *b)
     if (note_submit(c, submit_rec(c), cur_node) != 0)
         return;
     board_put(rd, c, b->r);
+    if (rng_one_in(b->r, 6))
+        future_cancel(c); /* at once, while it likely waits in the queue */
     if (c->cont) {
         c->cont->src = c;
         note_submit(c->cont, als_future_then(c->future, rd->pool, cont_fn, &c->cont->future),
@@ -556,8 +568,6 @@ static void *submitter_main(void *arg)
     return NULL;
 }
 
-static _Atomic uint64_t scope_cancels, group_cancels, future_cancels;
-
 static void *canceller_main(void *arg)
 {
     struct worker *w = arg;
@@ -570,10 +580,8 @@ static void *canceller_main(void *arg)
         if (rng_one_in(&r, 4)) {
             struct rec *c = atomic_load_explicit(&rd->futures[rng_below(&r, BOARD)],
                                                  memory_order_acquire);
-            if (c && als_future_cancel(c->future) == 0) {
-                atomic_store_explicit(&c->future_cancelled, 1, memory_order_relaxed);
-                atomic_fetch_add_explicit(&future_cancels, 1, memory_order_relaxed);
-            }
+            if (c)
+                future_cancel(c);
             continue;
         }
         int i = pick_node(rd, &r);
