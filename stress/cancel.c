@@ -451,8 +451,7 @@ static void do_group(struct batch *b)
     if (!g)
         abort();
     g->policy = (enum als_group_policy)rng_below(b->r, 3);
-    g->node = i;
-    rd->nodes[i].t_before = rd->nodes[i].t_after = stress_now_ns();
+    g->node = i; /* its scope: a child of the current one, no deadline of its own */
     g->g = rd->nodes[i].group = als_group_new_policy(g->policy);
     if (!CHECK(g->g, "als_group_new_policy(%d)", (int)g->policy))
         abort();
@@ -499,8 +498,6 @@ static void *batch_fn(void *arg)
     return NULL;
 }
 
-/* Runs a batch inside node i's scope (or outside any with -1), sometimes
- * growing the tree there first. */
 static void *in_node(void *arg);
 
 struct visit {
@@ -508,6 +505,8 @@ struct visit {
     int node;
 };
 
+/* Runs a batch inside node i's scope (or outside any with -1), sometimes
+ * growing the tree there first. */
 static void visit(struct batch *b, int i)
 {
     int saved = cur_node;
