@@ -1,10 +1,10 @@
 /* Allocation. Every allocation in libals goes through here so that test
  * builds (ALS_FAULT_INJECTION) can fail the n-th one and prove that each
- * failure surfaces as ALS_ENOMEM or NULL, with nothing leaked or lost. */
+ * failure surfaces as ALS_ENOMEM or NULL, with nothing leaked or lost.
+ * uses: nothing of libals (the bottom layer, with error.c) */
 #include "internal.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #ifdef ALS_FAULT_INJECTION
 static _Atomic long fail_countdown;   /* 0: off; 1: the next one fails */
@@ -68,15 +68,6 @@ void *als__calloc(size_t n, size_t size)
 void *als__realloc(void *p, size_t size)
 {
     return FAIL() ? NULL : realloc(p, size);
-}
-
-char *als__strdup(const char *s)
-{
-    size_t len = strlen(s) + 1;
-    char *d = als__malloc(len);
-    if (d)
-        memcpy(d, s, len);
-    return d;
 }
 
 void als__free(void *p)

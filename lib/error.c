@@ -1,4 +1,5 @@
-/* Error texts and the library version. */
+/* Error texts and the library version.
+ * uses: nothing of libals (the bottom layer, with alloc.c) */
 #include "internal.h"
 
 const char *als_strerror(int err)

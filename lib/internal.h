@@ -4,17 +4,28 @@
  *
  * Architecture
  * ------------
- * store.c     stores (als_t), their slot indices and liveness epochs
- * context.c   the per-thread current context, scopes, run/exit/enter_with
- * snapshot.c  frames (immutable captured contexts), snapshot_run, bind
- * resource.c  AsyncResource and async ids
- * thread.c    als_thread_create
- * cancel.c    cancellation scopes and deadlines, carried by the context
- * queue.c     the Concurrency Kit ring, the only file that includes ck
- * tsan.h      happens-before edges for a user's ThreadSanitizer
- * pool.c      the worker pool
- * alloc.c     allocation (with a fault-injection hook in test builds)
- * error.c     error texts and version
+ * Layers, each using only those before it (scripts/check-layers checks;
+ * every file says what it uses at its top):
+ *
+ *   base      alloc.c (allocation, fault injection), error.c, tsan.h
+ *             (happens-before edges for a user's ThreadSanitizer)
+ *   context/  store.c     stores (als_t), slot indices, liveness epochs
+ *             frame.c     frames and heap bindings: reference counts
+ *             table.c     a thread's context table: copy-on-write, growth
+ *             context.c   the current context, scopes, run/exit/enter_with
+ *             snapshot.c  captures, snapshot_run, bind
+ *             resource.c  AsyncResource and async ids
+ *             thread.c    als_thread_create
+ *             cancel.c    cancellation scopes and deadlines (a value of the
+ *                         library's own store, so every capture carries it)
+ *   pool/     the scheduler; pool.h is its API for the layers above, and
+ *             scheduler.h lists its files and a task's path through them:
+ *             submit -> capture -> enqueue -> worker -> enter -> run ->
+ *             leave -> release -> complete (the task's completion hook)
+ *   compose/  timer.c (delayed tasks: the pool's one attachment), future.c,
+ *             group.c: above the pool, through pool.h only
+ *   trace/    W3C Trace Context, tracestate, Baggage, propagators: on the
+ *             public API
  *
  * The current context of a thread is a table of binding pointers indexed by
  * store slot (als__tls.slots). Either the table is private to the thread and
@@ -35,14 +46,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__SANITIZE_THREAD__)
-#define ALS__TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define ALS__TSAN 1
-#endif
-#endif
-
 #define ALS__LIKELY(x) __builtin_expect(!!(x), 1)
 #define ALS__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define ALS__CACHELINE 64
@@ -60,7 +63,6 @@ void *als__calloc(size_t n, size_t size);
  * failure to surface and fault injection leaves it alone. */
 void *als__malloc_soft(size_t size);
 void *als__realloc(void *p, size_t size);
-char *als__strdup(const char *s);
 void als__free(void *p);
 #ifdef ALS_FAULT_INJECTION
 /* Test builds only: the n-th allocation from now fails (n >= 1), and so do
@@ -80,8 +82,6 @@ struct als {
     char name[];
 };
 
-/* A globally unique, never reused epoch (never 0). */
-uint64_t als__epoch_next(void);
 /* Whether a binding made at `epoch` for slot `index` is still live: the
  * store exists and was not disabled since. Any thread, no lock. */
 bool als__epoch_live(uint32_t index, uint64_t epoch);
@@ -134,13 +134,27 @@ struct als_snapshot {
 };
 extern struct als_snapshot als__empty_frame;
 
+/* Reference counting (frame.c). Releasing the last reference frees a frame
+ * or binding and runs the destroy callbacks of the values it held. */
 void als__binding_release(struct als__binding *b);
-struct als_snapshot *als__frame_retain(struct als_snapshot *f);
-void als__frame_release(struct als_snapshot *f);
 /* Drops n references at once (n >= 1). */
 void als__frame_release_n(struct als_snapshot *f, uint32_t n);
 
-/* ---- per-thread context (context.c) ----------------------------------- */
+/* Inline: they sit on the paths of captures and scopes (measured). */
+static inline struct als_snapshot *als__frame_retain(struct als_snapshot *f)
+{
+    /* Relaxed: the caller already holds a reference. */
+    if (f != &als__empty_frame)
+        atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    return f;
+}
+
+static inline void als__frame_release(struct als_snapshot *f)
+{
+    als__frame_release_n(f, 1);
+}
+
+/* ---- per-thread context (table.c, context.c) -------------------------- */
 /* A recycled private table for copy-on-write after entering a frame. */
 struct als__table {
     struct als__table *next;      /* spare list link */
@@ -148,6 +162,8 @@ struct als__table {
     struct als__binding *slots[];
 };
 
+/* Slots of a thread's inline tables (base and first copy-on-write): up to
+ * this many stores cost a thread no table allocation. */
 #define ALS__BASE_SLOTS 16
 
 struct als__scope;
@@ -222,6 +238,23 @@ static inline const struct als__binding *als__live_binding(const als_t *als)
     return NULL;
 }
 
+/* Makes slot i of the current table writable, off als_run's fast path:
+ * copies an entered frame's table (copy-on-write) or grows the private one
+ * (table.c). 0; ALS__TABLE_NEW if that allocated a table only thread exit
+ * frees (the caller registers als__thread_hook, which lives above); or
+ * ALS_ENOMEM, changing nothing. */
+int als__table_writable(uint32_t i);
+#define ALS__TABLE_NEW 1
+/* Thread exit: frees every table of this thread. */
+void als__tables_free(void);
+
+/* Returns a private table to the thread's spare list. */
+static inline void als__table_put(struct als__table *t)
+{
+    t->next = als__tls.spare;
+    als__tls.spare = t;
+}
+
 /* A scope: everything needed to restore the context exactly. On the stack
  * of whoever opened it. `switched` scopes also replace the table. */
 struct als__scope {
@@ -241,7 +274,7 @@ struct als__scope {
 /* The record of a function-call scope opened from user code (als_run,
  * als_exit, als_snapshot_run, bound calls, resource scopes): the scope, and
  * als_run's binding and undo record. It lives in a per-thread stack of
- * records (als__rec_open), not on the C stack, so that a scope abandoned by
+ * records (context.c), not on the C stack, so that a scope abandoned by
  * longjmp can still be unwound after the jump (als__jumped): its frame is
  * gone, its record is not. `nsp` is the complement of the opener's frame
  * address, so that "the frame of code running now is at or above the
@@ -257,8 +290,6 @@ struct als__rec {
     bool run;                     /* b is bound: release it at the end */
 };
 
-/* Opens a scope that changes only bindings (run, exit). */
-void als__scope_open(struct als__scope *s);
 /* Opens a scope that enters frame `f` (borrowed: the caller keeps it alive
  * until the scope closes); with `ids`, also sets the execution ids. */
 void als__scope_open_frame(struct als__scope *s, struct als_snapshot *f,

@@ -18,7 +18,7 @@
  *
  * Files compiled with TSan themselves (the tsan preset) need no edges: TSan
  * sees their atomics, and extra edges would only hide libals's own ordering
- * bugs from its tests. There the helpers are empty, except in lib/queue.c,
+ * bugs from its tests. There the helpers are empty, except in lib/pool/queue.c,
  * which the tsan preset compiles uninstrumented (lib/CMakeLists.txt) and
  * which therefore takes the weak path too. ALS_NO_TSAN_ANNOTATIONS compiles
  * every edge out: tests/consumer_tsan uses it to show that the edges are
@@ -30,6 +30,16 @@
 #define ALS_TSAN_H
 
 #include "internal.h"
+
+/* ALS__TSAN: the file including this one is compiled with ThreadSanitizer
+ * (the tsan preset), and its edges are compiled out (see above). */
+#if defined(__SANITIZE_THREAD__)
+#define ALS__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define ALS__TSAN 1
+#endif
+#endif
 
 #if defined(ALS_NO_TSAN_ANNOTATIONS) || defined(ALS__TSAN)
 

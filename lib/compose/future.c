@@ -8,8 +8,9 @@
  * was called (a promise reaction's rule), never synchronously.
  *
  * References: the caller's handle, plus one held by whatever will complete
- * the future (its task, or the continuation record of its source), so a
- * handle may be released at any time from any thread. Cancellation spreads
+ * the future (its task until the task has ended, or the continuation
+ * record of its source), so a handle may be released at any time from any
+ * thread. Cancellation spreads
  * to continuations iteratively: a chain of a million thens cannot overflow
  * the stack. */
 #include "compose.h"
@@ -164,7 +165,6 @@ static void complete(als_future_t *f, uint32_t state, void *result)
             list = next;
         }
     }
-    als_future_release(f); /* the completer's reference */
 }
 
 /* A future's task: runs fn and completes the future inside the task's
@@ -185,17 +185,17 @@ static bool future_admit(void *f)
                                                    memory_order_relaxed, memory_order_relaxed);
 }
 
-/* The task ended: cancelled before it ran, or its thread ended inside fn
- * (rc ALS_ECANCELED): the future is cancelled, unless als_future_cancel
- * did that already and left us only its completer's reference. */
+/* The task ended, and with it the completer's reference (held until now,
+ * so that f is still ours here). Cancelled before it ran, or its thread
+ * ended inside fn (rc ALS_ECANCELED): the future is cancelled, unless
+ * als_future_cancel settled it already. */
 static void future_done(void *ctx, int rc, bool cancelled)
 {
     als_future_t *f = ctx;
     uint32_t was = atomic_exchange_explicit(&f->start, ENDED, memory_order_relaxed);
-    if (was == DROPPED)
-        als_future_release(f);
-    else if (cancelled || rc)
+    if (was != DROPPED && (cancelled || rc))
         complete(f, CANCELLED, NULL);
+    als_future_release(f);
 }
 
 int als_future_cancel(als_future_t *f)

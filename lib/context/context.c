@@ -1,6 +1,8 @@
 /* The per-thread current context: reading it (als_get), scopes that change
  * it and restore it exactly (als_run, als_exit, and the frame-entering
- * scopes of snapshot.c), and als_enter_with. See internal.h for the model.
+ * scopes of snapshot.c), als_enter_with, and the thread-exit cleanup. See
+ * internal.h for the model.
+ * uses: frame.c (releases), table.c (the thread's table), alloc.c
  *
  * Nothing here is shared between threads except heap bindings and frames,
  * which are immutable once published and reference counted; so everything
@@ -8,11 +10,11 @@
  * epoch loads and reference counts. */
 #include "internal.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
-_Thread_local struct als__tls als__tls __attribute__((tls_model("initial-exec")));
 #define T als__tls
 
 void *als_get(const als_t *als)
@@ -28,114 +30,27 @@ int als_has(const als_t *als)
     return als && als__live_binding(als);
 }
 
-/* ---- private tables --------------------------------------------------- */
+/* ---- writes to the current table ------------------------------------ */
 
-/* Capacity for a new private table: room for every store that exists, so
- * that a thread rarely grows a table again. */
-static uint32_t table_cap(uint32_t need)
-{
-    uint32_t c = als__slot_count();
-    if (c < need)
-        c = need;
-    return (c + 15u) & ~15u;
-}
-
-static void table_put(struct als__table *t);
-
-static struct als__table *table_get(uint32_t cap)
-{
-    if (ALS__UNLIKELY(!T.cow_ready)) {
-        T.cow_ready = true;
-        T.cow.t.cap = ALS__BASE_SLOTS;
-        table_put(&T.cow.t);
-    }
-    for (struct als__table **pp = &T.spare; *pp; pp = &(*pp)->next) {
-        struct als__table *t = *pp;
-        if (t->cap >= cap) {
-            *pp = t->next;
-            return t;
-        }
-    }
-    struct als__table *t = als__malloc(sizeof *t + (size_t)cap * sizeof t->slots[0]);
-    if (!t)
-        return NULL;
-    t->cap = cap;
-    als__thread_hook(); /* spare tables are freed when the thread exits */
-    return t;
-}
-
-static void table_put(struct als__table *t)
-{
-    t->next = T.spare;
-    T.spare = t;
-}
-
-/* Copy-on-write: the current table is an entered frame's; make it private
- * with room for slot i. */
-static int table_copy(uint32_t i)
-{
-    const struct als_snapshot *f = T.v.entered;
-    uint32_t need = f->n > i ? f->n : i + 1;
-    struct als__table *t = table_get(table_cap(need));
-    if (!t)
-        return ALS_ENOMEM;
-    memcpy(t->slots, f->slots, f->n * sizeof t->slots[0]);
-    memset(t->slots + f->n, 0, (t->cap - f->n) * sizeof t->slots[0]);
-    T.v.slots = t->slots;
-    T.v.n = t->cap;
-    T.v.shared = false;
-    T.v.table = t;
-    return 0;
-}
-
-/* The current private table is too small for slot i. */
-static int table_grow(uint32_t i)
-{
-    if (!T.v.table && !T.v.slots) { /* first write on this thread */
-        T.v.slots = T.base;
-        T.v.n = ALS__BASE_SLOTS;
-        if (i < T.v.n)
-            return 0;
-    }
-    uint32_t cap = table_cap(i + 1);
-    bool base = !T.v.table;
-    struct als__table *old = base ? T.base_heap : T.v.table;
-    bool inline_cow = old == &T.cow.t;
-    struct als__table *t = als__realloc(inline_cow ? NULL : old,
-                                        sizeof *t + (size_t)cap * sizeof t->slots[0]);
-    if (!t)
-        return ALS_ENOMEM;
-    if ((base && !old) || inline_cow) /* leaving an inline table */
-        memcpy(t->slots, T.v.slots, T.v.n * sizeof t->slots[0]);
-    if (inline_cow)
-        table_put(old);
-    memset(t->slots + T.v.n, 0, (cap - T.v.n) * sizeof t->slots[0]);
-    t->cap = cap;
-    T.v.slots = t->slots;
-    T.v.n = cap;
-    if (base) {
-        T.base_heap = t;
-        als__thread_hook();
-    } else {
-        T.v.table = t;
-    }
-    return 0;
-}
-
-/* Makes slot i of the current table writable. 0 or ALS_ENOMEM. Inlined
- * into als_run (gcc stopped doing so by itself once als_run grew). */
+/* Makes slot i of the current table writable: at once, or by a copy or a
+ * larger table (table.c). 0 or ALS_ENOMEM. Inlined into als_run (gcc
+ * stopped doing so by itself once als_run grew). */
 static inline __attribute__((always_inline)) int slot_writable(uint32_t i)
 {
-    if (ALS__UNLIKELY(T.v.shared))
-        return table_copy(i);
-    if (ALS__UNLIKELY(i >= T.v.n))
-        return table_grow(i);
-    return 0;
+    if (ALS__LIKELY(!T.v.shared && i < T.v.n))
+        return 0;
+    int rc = als__table_writable(i);
+    if (ALS__UNLIKELY(rc == ALS__TABLE_NEW)) {
+        als__thread_hook(); /* the new table is freed at thread exit */
+        rc = 0;
+    }
+    return rc;
 }
 
 /* ---- scopes ----------------------------------------------------------- */
 
-void als__scope_open(struct als__scope *s)
+/* Opens a scope that changes only bindings (run, exit). */
+static void scope_open(struct als__scope *s)
 {
     s->outer = T.scope;
     s->undo = T.undo;
@@ -152,7 +67,7 @@ void als__scope_open(struct als__scope *s)
 void als__scope_open_frame(struct als__scope *s, struct als_snapshot *f,
                            bool ids, uint64_t exec_id, uint64_t trigger_id)
 {
-    als__scope_open(s);
+    scope_open(s);
     s->switched = true;
     s->v = T.v;
     T.v = (struct als__view){
@@ -211,7 +126,7 @@ static void scope_restore(struct als__scope *s)
     s->depth = 0;
 
     if (copy)
-        table_put(copy);
+        als__table_put(copy);
     als__cache_drop(cache);
     if (owned)
         als__frame_release(owned);
@@ -245,7 +160,11 @@ int als__scope_close(struct als__scope *s)
 static struct als__undo *abandon_inner(struct als__scope *s)
 {
     struct als__undo *deep = NULL;
-    if (!s->owns_frame) /* not saved: cannot happen, see als_scope_enter */
+    /* Saved by every als_scope_enter made directly in `s`; only a jump out
+     * of a scope that library code opened (a pool task's), which als.h
+     * forbids, leaves another scope here. */
+    assert(s->owns_frame);
+    if (!s->owns_frame)
         return NULL;
     for (struct als__undo **pp = &T.undo; *pp != s->undo;) {
         struct als__undo *u = *pp;
@@ -259,7 +178,7 @@ static struct als__undo *abandon_inner(struct als__scope *s)
         }
     }
     if (!T.v.shared && T.v.table && T.v.table != s->v.table)
-        table_put(T.v.table); /* the abandoned scope's private copy */
+        als__table_put(T.v.table); /* the abandoned scope's private copy */
     T.v = s->v;
     return deep;
 }
@@ -484,7 +403,7 @@ void *als_run(als_t *als, void *value, als_fn fn, void *arg)
     }
     struct als__rec fallback;
     struct als__rec *r __attribute__((cleanup(run_close))) = rec_push(&fallback, nsp);
-    als__scope_open(&r->s);
+    scope_open(&r->s);
     r->s.rec = r != &fallback;
     r->b = (struct als__binding){
         .index = i,
@@ -514,7 +433,7 @@ void *als_exit(als_t *als, als_fn fn, void *arg)
         return NULL;
     struct als__rec fallback;
     struct als__rec *r __attribute__((cleanup(exit_close))) = rec_push(&fallback, nsp);
-    als__scope_open(&r->s);
+    scope_open(&r->s);
     r->s.rec = r != &fallback;
     if (bound) {
         r->u = (struct als__undo){
@@ -616,17 +535,9 @@ static bool exit_round(void)
         rec_end(T.rec);
     struct als__undo *head = T.undo;
     struct als__cached cache = T.cache;
-    struct als__table *base_heap = T.base_heap;
-    struct als__table *copy = !T.v.shared && T.v.table != &T.cow.t ? T.v.table : NULL;
-    /* The inline table lives in T, which is cleared below: unlink it. */
-    struct als__table **pp = &T.spare;
-    while (*pp && *pp != &T.cow.t)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = (*pp)->next;
-    struct als__table *spare = T.spare;
     struct als__recs *recs = T.recs;
     bool exiting = T.exiting;
+    als__tables_free(); /* nothing runs before T is cleared */
     memset(&T, 0, sizeof T); /* a clean top level, exit_hook cleared */
     T.exiting = exiting;
 
@@ -638,12 +549,6 @@ static bool exit_round(void)
         if (u->owned)
             als__binding_release(u->owned);
     }
-    for (struct als__table *t = spare, *next; t; t = next) {
-        next = t->next;
-        als__free(t);
-    }
-    als__free(copy);
-    als__free(base_heap);
     for (struct als__recs *r = recs, *next; r; r = next) {
         next = r->next;
         als__free(r);

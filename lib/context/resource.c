@@ -1,14 +1,19 @@
 /* AsyncResource and async ids: identities for rebuilding the causal tree
- * of work across threads (which scope caused which). */
+ * of work across threads (which scope caused which).
+ * uses: frame.c, context.c, snapshot.c (capture, scopes, bound functions),
+ * alloc.c, tsan.h */
 #include "internal.h"
 #include "tsan.h"
 
+#include <assert.h>
 #include <string.h>
 
 #define T als__tls
 
-/* Ids 0 (no trigger) and 1 (a thread's top level) are reserved. */
-static _Atomic uint64_t next_async_id = 2;
+/* Reserved ids: 0, no trigger (and, in als__tls.exec_id, the top level);
+ * ID_TOP, a thread's top level as reported. */
+#define ID_TOP 1
+static _Atomic uint64_t next_async_id = ID_TOP + 1;
 
 uint64_t als__async_id_next(void)
 {
@@ -27,10 +32,10 @@ static struct als__scope *ids_scope(struct als__scope *s)
     return s;
 }
 
-/* An id as reported: 0 (a thread's top level) reads as 1. */
+/* An id as reported: 0 (a thread's top level) reads as ID_TOP. */
 static uint64_t id_shown(uint64_t id)
 {
-    return id ? id : 1;
+    return id ? id : ID_TOP;
 }
 
 /* Resolves the ids that ids scope `s` saved, drawing each lazy id only
@@ -46,7 +51,10 @@ static void saved_ids_resolve(struct als__scope *s)
             o = ids_scope(o->outer);
         }
         if (!o) {
-            x->trigger_id = 1; /* cannot happen: inline runs are inside tasks */
+            /* Cannot happen: ALS__ID_PARENT is only ever set by an ids
+             * scope (an inline run), which stays open outside `x`. */
+            assert(!"a scope saved ALS__ID_PARENT outside any ids scope");
+            x->trigger_id = ID_TOP;
             continue;
         }
         if (o->exec_id == ALS__ID_LAZY)
@@ -60,8 +68,10 @@ static void saved_ids_resolve(struct als__scope *s)
 static uint64_t trigger_resolve(void)
 {
     struct als__scope *s = ids_scope(T.scope);
-    if (!s)
-        return T.trigger_id = 1; /* cannot happen, as above */
+    if (!s) {
+        assert(!"ALS__ID_PARENT set outside any ids scope"); /* as above */
+        return T.trigger_id = ID_TOP;
+    }
     saved_ids_resolve(s);
     return T.trigger_id = id_shown(s->exec_id);
 }

@@ -1,9 +1,11 @@
-/* Frames: capturing the current context, sharing it between threads, and
- * running inside it (als_snapshot_run, explicit scopes, bound functions).
+/* Captures: building a frame from the current context (als_snapshot, with a
+ * per-thread cache), and running inside one (als_snapshot_run, explicit
+ * scopes, bound functions).
+ * uses: store.c, frame.c, context.c (scopes and records), alloc.c, tsan.h
  *
  * A frame holds one reference on each of its bindings and is never changed
  * after capture, so any number of threads may enter it at once without
- * synchronisation beyond the reference counts. */
+ * synchronisation beyond the reference counts (frame.c). */
 #include "internal.h"
 #include "tsan.h"
 
@@ -11,67 +13,25 @@
 
 #define T als__tls
 
-/* The empty context: static, never counted, never freed. Detached tasks and
- * captures of an empty context use it, so they touch no shared counter. */
-struct als_snapshot als__empty_frame;
-
 static_assert(sizeof(struct als__scope) <= sizeof(als_scope_t),
               "als_scope_t is too small for the internal scope record");
-
-void als__binding_release(struct als__binding *b)
-{
-    /* acq_rel: the last releaser must see every other holder's accesses
-     * before destroying (the usual reference-count pairing; a fence would
-     * do on the acquire side, but TSan does not model fences). */
-    als__hb_release(&b->refs);
-    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    als__hb_acquire(&b->refs);
-    void *value = b->value;
-    void (*destroy)(void *) = b->destroy;
-    als__free(b); /* a promoted binding, or an entry whose binding is first */
-    if (destroy && value)
-        destroy(value);
-}
-
-struct als_snapshot *als__frame_retain(struct als_snapshot *f)
-{
-    /* Relaxed: the caller already holds a reference. */
-    if (f != &als__empty_frame)
-        atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
-    return f;
-}
-
-void als__frame_release(struct als_snapshot *f)
-{
-    als__frame_release_n(f, 1);
-}
-
-void als__frame_release_n(struct als_snapshot *f, uint32_t n)
-{
-    if (f == &als__empty_frame)
-        return;
-    als__hb_release(&f->n); /* not f: that is the capture edge (tsan.h) */
-    if (atomic_fetch_sub_explicit(&f->refs, n, memory_order_acq_rel) != n)
-        return;
-    als__hb_acquire(&f->n);
-    for (uint32_t i = 0; i < f->n; i++)
-        if (f->slots[i])
-            als__binding_release(f->slots[i]);
-    als__free(f);
-}
 
 /* Builds a new frame from the private table. All allocations happen before
  * anything is changed, so a failure leaves the context as it was. */
 static struct als_snapshot *frame_build(void)
 {
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < T.v.n; i++) {
-        const struct als__binding *b = T.v.slots[i];
-        /* Bindings of disabled or freed stores are dropped here, so that
-         * new captures stop holding them. */
+    /* The frame's length: up to the last live binding. Bindings of disabled
+     * or freed stores are dropped here, so that new captures stop holding
+     * them. Scanned from the end, which stops at the last live binding,
+     * with the table in locals (the compiler cannot tell that
+     * als__epoch_live leaves it alone): in a large, mostly empty table this
+     * scan is the whole cost of a first capture. */
+    struct als__binding *const *slots = T.v.slots;
+    uint32_t n = T.v.n;
+    for (; n > 0; n--) {
+        const struct als__binding *b = slots[n - 1];
         if (b && als__epoch_live(b->index, b->epoch))
-            n = i + 1;
+            break;
     }
     if (n == 0)
         return &als__empty_frame;
@@ -198,17 +158,6 @@ als_snapshot_t *als_snapshot(void)
     struct als_snapshot *f = als__capture();
     als__hb_release_frame(f);
     return f;
-}
-
-als_snapshot_t *als_snapshot_retain(als_snapshot_t *snap)
-{
-    return snap ? als__frame_retain(snap) : NULL;
-}
-
-void als_snapshot_release(als_snapshot_t *snap)
-{
-    if (snap)
-        als__frame_release(snap);
 }
 
 void *als_snapshot_run(als_snapshot_t *snap, als_fn fn, void *arg)

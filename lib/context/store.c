@@ -11,6 +11,7 @@
  * Cells live in fixed chunks that are never freed or moved, so readers on
  * any thread (captures dropping dead bindings) need no lock. als_new and
  * als_free take a mutex: they are not hot paths.
+ * uses: alloc.c
  */
 #include "internal.h"
 
@@ -20,6 +21,7 @@
 #define CHUNK_BITS 10
 #define CHUNK_SIZE (1u << CHUNK_BITS)
 #define MAX_CHUNKS 1024            /* 2^20 live stores at most */
+#define FREE_SLOTS_FIRST 64        /* first capacity of the free index list */
 
 static _Atomic(_Atomic uint64_t *) chunks[MAX_CHUNKS];
 static _Atomic uint64_t next_epoch = 1;
@@ -36,7 +38,8 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t *free_slots;         /* recycled indices, under lock */
 static uint32_t free_len, free_cap;
 
-uint64_t als__epoch_next(void)
+/* A globally unique, never reused epoch (never 0). */
+static uint64_t epoch_next(void)
 {
     /* Uniqueness is all that matters: relaxed. */
     return atomic_fetch_add_explicit(&next_epoch, 1, memory_order_relaxed);
@@ -82,7 +85,7 @@ static int slot_take(uint32_t *out)
     }
     /* Make room to give the index back later, so that als_free cannot fail. */
     if (free_cap <= i) {
-        uint32_t cap = free_cap ? free_cap * 2 : 64;
+        uint32_t cap = free_cap ? free_cap * 2 : FREE_SLOTS_FIRST;
         while (cap <= i)
             cap *= 2;
         uint32_t *f = als__realloc(free_slots, cap * sizeof *f);
@@ -115,7 +118,7 @@ als_t *als_new(const als_options *opts)
         return NULL;
     }
     als->epoch = cell(als->index);
-    atomic_store_explicit(als->epoch, als__epoch_next(), memory_order_relaxed);
+    atomic_store_explicit(als->epoch, epoch_next(), memory_order_relaxed);
     return als;
 }
 
@@ -124,7 +127,7 @@ void als_free(als_t *als)
     if (!als)
         return;
     /* Every binding of this store is dead from now on, wherever it is. */
-    atomic_store_explicit(als->epoch, als__epoch_next(), memory_order_relaxed);
+    atomic_store_explicit(als->epoch, epoch_next(), memory_order_relaxed);
     pthread_mutex_lock(&lock);
     free_slots[free_len++] = als->index;
     pthread_mutex_unlock(&lock);
@@ -142,6 +145,6 @@ void als_disable(als_t *als)
      * by other synchronisation, and coherence gives them the new epoch. */
     if (!als)
         return;
-    atomic_store_explicit(als->epoch, als__epoch_next(), memory_order_relaxed);
+    atomic_store_explicit(als->epoch, epoch_next(), memory_order_relaxed);
     atomic_fetch_add_explicit(&als__disable_gen, 1, memory_order_release);
 }

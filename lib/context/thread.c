@@ -1,4 +1,5 @@
-/* als_thread_create: a pthread that inherits its creator's context. */
+/* als_thread_create: a pthread that inherits its creator's context.
+ * uses: frame.c, context.c, snapshot.c (capture), resource.c (ids), alloc.c */
 #include "internal.h"
 
 #include <errno.h>

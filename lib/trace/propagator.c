@@ -130,3 +130,12 @@ int als_propagator_inject(als_setter_fn set, void *carrier)
 {
     return als_propagator_inject_ctx(als_trace_get(), als_baggage_current(), set, carrier);
 }
+
+/* The two-field form of als_propagator_extract (a NULL value is no field). */
+int als_trace_extract(const char *traceparent, const char *tracestate,
+                      als_trace_ctx *out)
+{
+    const als_header h[] = {{"traceparent", traceparent}, {"tracestate", tracestate},
+                            {NULL, NULL}};
+    return als_propagator_extract(als_headers_get, (void *)h, out, NULL);
+}

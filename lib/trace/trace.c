@@ -218,14 +218,7 @@ static bool state_char_ok(unsigned char c)
 
 /* ---- extract / inject ------------------------------------------------- */
 
-int als_trace_extract(const char *traceparent, const char *tracestate,
-                      als_trace_ctx *out)
-{
-    /* A carrier of two fields (a NULL value is no field): propagator.c. */
-    const als_header h[] = {{"traceparent", traceparent}, {"tracestate", tracestate},
-                            {NULL, NULL}};
-    return als_propagator_extract(als_headers_get, (void *)h, out, NULL);
-}
+/* als_trace_extract: propagator.c (it is an extract from two headers). */
 
 int als_trace_inject(char *buf, size_t size)
 {
