@@ -14,6 +14,7 @@
 
 #include "als.h"
 #include "internal.h"
+#include "tsan.h" /* ALS__TSAN: built with ThreadSanitizer */
 #include "gate.h"
 
 #include <errno.h>

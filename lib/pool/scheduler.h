@@ -40,6 +40,7 @@
                                 after this long (weakly ordered CPUs) */
 #define HELP_NAP_NS (1000 * 1000) /* a helping waiter's nap between looks */
 #define DRAIN_POLL_NS (1000 * 1000) /* a drain's re-check period (pool.c) */
+#define DRAIN_SPIN 64   /* a drain's looks before it sleeps (pool.c) */
 
 enum als__pool_state { RUNNING = 0, DRAINING = 1, CANCELLING = 2, STOPPED = 3 };
 
