@@ -25,8 +25,8 @@ if ! [[ $minutes =~ ^[0-9]+$ ]] || ((minutes < 10)); then
 fi
 
 # Shares of the time, in percent (they add up to 100).
-programs=(crosstalk lifecycle ownership wakeups handoff pinned allocfail fuzz_api_driver badinput unwind)
-shares=(17 15 16 10 6 8 10 8 5 5)
+programs=(crosstalk lifecycle ownership wakeups handoff pinned allocfail fuzz_api_driver badinput unwind cancel)
+shares=(14 13 14 8 6 8 9 8 5 5 10)
 if ((${#programs[@]} != ${#shares[@]})); then
     echo "stress/run_long.sh: ${#programs[@]} programs but ${#shares[@]} shares" >&2
     exit 2

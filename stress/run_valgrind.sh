@@ -26,7 +26,7 @@ if ! command -v valgrind >/dev/null; then
     exit 2
 fi
 
-programs=(badinput crosstalk lifecycle ownership wakeups handoff pinned allocfail fuzz_api_driver fuzz_wire_driver)
+programs=(badinput crosstalk lifecycle ownership wakeups handoff pinned allocfail fuzz_api_driver fuzz_wire_driver cancel)
 if [[ ! -f $build/CMakeCache.txt ]]; then
     cmake --preset dev -S "$root" -B "$build" >"$build.configure.log" 2>&1 || {
         cat "$build.configure.log" >&2

@@ -26,6 +26,14 @@
  *   --fan1 N --fan2 N  the server's fan-out (default 4 and 3; passed on
  *                    to a spawned server)
  *   --seed N         make the headers reproducible
+ *   --deadline-ms N --work-ms M --workers W
+ *                    the deadline test (passed on to a spawned server):
+ *                    each request gets an N ms deadline and its subtasks
+ *                    work M ms, longer, on W workers, fewer than a
+ *                    request's subtasks. A running subtask holds its worker
+ *                    until the deadline, so every request must report
+ *                    cancelled subtasks: ran + cancelled == all, and
+ *                    cancelled > 0. Without it, cancelled must be 0.
  *   --keep-log       do not delete a spawned server's log
  * Prints a closing line `<n> passed, <n> failed` and exits 0 only if every
  * request passed, no log line mismatched and the server stopped cleanly.
@@ -58,6 +66,7 @@
 #define WHY_MAX 200
 
 static unsigned fan1 = 4, fan2 = 3;
+static unsigned long deadline_ms, work_ms, workers; /* 0: not given */
 static uint64_t seed;
 static unsigned long run_id;       /* request ids: <run_id><6-digit index> */
 
@@ -132,8 +141,9 @@ struct result {
     char why[WHY_MAX];
     long status;
     char trace[33], span[17];
-    unsigned nsubs;
+    unsigned nsubs;                /* the subtasks that ran */
     struct subrec *subs;           /* nsubs of them */
+    unsigned lines_want;           /* log lines its steps make */
     unsigned log_lines;            /* filled by the log check */
     bool log_bad;
 };
@@ -360,11 +370,12 @@ static bool check_response(const struct spec *s, struct result *r, const struct 
         FAIL("all-zero id in response traceparent");
 
     char trace[40], span[20], parent[20], rid[32], cont[8];
-    unsigned long long hasync;
+    unsigned long long hasync, cancelled;
     const char *j = b->p;
     if (!json_str(j, "trace_id", trace, sizeof trace) || !json_str(j, "span_id", span, sizeof span)
         || !json_str(j, "parent_id", parent, sizeof parent)
-        || !json_str(j, "request_id", rid, sizeof rid) || !json_u64(j, "async_id", &hasync))
+        || !json_str(j, "request_id", rid, sizeof rid) || !json_u64(j, "async_id", &hasync)
+        || !json_u64(j, "cancelled", &cancelled))
         FAIL("response JSON lacks a field");
     const char *c = strstr(j, "\"continued\":");
     if (!c)
@@ -416,6 +427,9 @@ static bool check_response(const struct spec *s, struct result *r, const struct 
 
     /* Subtasks: each saw the request's trace, its own span whose parent is
      * whoever submitted it, and async ids naming that submitter. */
+    /* Log lines: start, fanout, gathered, respond; two per level-1
+     * subtask that ran, one per level-2 (counted below). */
+    r->lines_want = 4;
     const char *p = strstr(j, "\"subtasks\":[");
     if (!p)
         FAIL("no subtasks");
@@ -441,13 +455,19 @@ static bool check_response(const struct spec *s, struct result *r, const struct 
             || !json_u64(obj, "trigger_async_id", &x->trigger) || !json_u64(obj, "level", &lv))
             FAIL("subtask %u lacks a field", n);
         x->level = (long)lv;
+        r->lines_want += lv == 1 ? 2 : 1;
         n++;
         p = e + 1;
     }
     if (*p != ']')
         FAIL("subtasks array not closed");
-    if (n != fan1 + fan1 * fan2)
-        FAIL("%u subtasks, expected %u", n, fan1 + fan1 * fan2);
+    /* Every subtask ran or was cancelled; with the deadline test's
+     * settings some must have been cancelled, without a deadline none. */
+    if (n + cancelled != fan1 + fan1 * fan2)
+        FAIL("%u subtasks ran and %llu were cancelled, expected %u in all", n, cancelled,
+             fan1 + fan1 * fan2);
+    if (deadline_ms ? cancelled == 0 : cancelled != 0)
+        FAIL("%llu subtasks cancelled, with%s a deadline", cancelled, deadline_ms ? "" : "out");
     for (unsigned i = 0; i < n; i++) {
         const struct subinfo *x = &subs[i];
         if (strcmp(x->trace, trace) != 0)
@@ -740,13 +760,13 @@ static void check_log(const char *path, struct logstats *st)
     }
     free(line);
     fclose(f);
-    /* Every served request logged exactly its steps: start, fanout,
-     * gathered, respond; two per level-1 subtask; one per level-2. */
-    unsigned want = 4 + 2 * fan1 + fan1 * fan2;
+    /* Every served request logged exactly its steps (check_response
+     * counted them from the subtasks that ran). */
     for (unsigned long i = 0; i < ntotal; i++) {
         struct result *r = &results[i];
         if (!r->ok || r->kind == K_HUGE)
             continue;
+        unsigned want = r->lines_want;
         if (r->log_lines != want) {
             r->log_bad = true;
             st->mismatches++;
@@ -774,9 +794,12 @@ static bool spawn(const char *server, const char *log_path, unsigned *port)
     int fds[2];
     if (pipe(fds) != 0)
         return false;
-    char f1[16], f2[16];
+    char f1[16], f2[16], dl[24], wk[24], wr[24];
     snprintf(f1, sizeof f1, "%u", fan1);
     snprintf(f2, sizeof f2, "%u", fan2);
+    snprintf(dl, sizeof dl, "%lu", deadline_ms);
+    snprintf(wk, sizeof wk, "%lu", work_ms);
+    snprintf(wr, sizeof wr, "%lu", workers ? workers : 4);
     pid_t pid = fork();
     if (pid < 0)
         return false;
@@ -784,8 +807,12 @@ static bool spawn(const char *server, const char *log_path, unsigned *port)
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
-        execl(server, server, "--port", "0", "--log", log_path, "--fan1", f1, "--fan2", f2,
-              (char *)NULL);
+        if (deadline_ms)
+            execl(server, server, "--port", "0", "--log", log_path, "--fan1", f1, "--fan2", f2,
+                  "--workers", wr, "--deadline-ms", dl, "--work-ms", wk, (char *)NULL);
+        else
+            execl(server, server, "--port", "0", "--log", log_path, "--fan1", f1, "--fan2", f2,
+                  "--workers", wr, (char *)NULL);
         fprintf(stderr, "trace_client: exec %s: %s\n", server, strerror(errno));
         _exit(127);
     }
@@ -879,6 +906,12 @@ int main(int argc, char **argv)
             ok = ok && parse_ul(v, MAX_FAN, &f1) && f1 > 0;
         } else if (strcmp(a, "--fan2") == 0) {
             ok = ok && parse_ul(v, MAX_FAN, &f2);
+        } else if (strcmp(a, "--deadline-ms") == 0) {
+            ok = ok && parse_ul(v, 60000, &deadline_ms) && deadline_ms > 0;
+        } else if (strcmp(a, "--work-ms") == 0) {
+            ok = ok && parse_ul(v, 60000, &work_ms);
+        } else if (strcmp(a, "--workers") == 0) {
+            ok = ok && parse_ul(v, 256, &workers) && workers > 0;
         } else if (strcmp(a, "--seed") == 0) {
             ok = ok && parse_ul(v, ~0ul, &sd);
             have_seed = true;
@@ -888,7 +921,8 @@ int main(int argc, char **argv)
         if (!ok || (given_url && strlen(given_url) >= sizeof url)) {
             fprintf(stderr, "usage: trace_client (--spawn SERVER | --url URL --log FILE) "
                             "[--requests N] [--concurrency N] [--seconds S] [--fan1 N] "
-                            "[--fan2 N] [--seed N] [--keep-log]\n");
+                            "[--fan2 N] [--seed N] [--keep-log] [--deadline-ms N --work-ms M "
+                            "--workers W]\n");
             return 2;
         }
         i += 2;
@@ -899,6 +933,11 @@ int main(int argc, char **argv)
     }
     fan1 = (unsigned)f1;
     fan2 = (unsigned)f2;
+    if (deadline_ms && (work_ms <= deadline_ms || !workers || workers >= fan1 + fan1 * fan2)) {
+        fprintf(stderr, "trace_client: --deadline-ms needs --work-ms longer than it and "
+                        "--workers fewer than a request's subtasks\n");
+        return 2;
+    }
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     seed = have_seed ? sd : mix((uint64_t)now.tv_nsec ^ ((uint64_t)getpid() << 32));

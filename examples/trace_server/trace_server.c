@@ -26,8 +26,18 @@
  * als_propagator_extract: traceparent, tracestate (repeated fields
  * combined) and baggage, which is bound for the request like the trace.
  *
+ * Deadlines (--deadline-ms N, issue 15): each request runs inside a
+ * cancellation scope of its own, als_cancel_run(als_cancel_new(N ms)), so
+ * every subtask carries the request's deadline. Subtasks are submitted with
+ * a cancel callback: one not started by the deadline is cancelled instead
+ * of run (a level-1 one takes its level-2 children with it), a submit made
+ * after it is refused (ALS_ECANCELED), and running ones stop their work
+ * when they see als_cancelled(). The answer counts them: "cancelled".
+ * --work-ms N makes each subtask work (sleep in 1 ms steps, polling
+ * als_cancelled) that long, so that a deadline can fall mid-fan-out.
+ *
  * Usage: trace_server [--port N] [--log FILE] [--workers N] [--fan1 N]
- *                     [--fan2 N]
+ *                     [--fan2 N] [--deadline-ms N] [--work-ms N]
  *   --port 0 (the default) picks a free port. The first line on stdout is
  *   always `listening on 127.0.0.1:<port>`. Only 127.0.0.1 is bound.
  *   --log FILE appends the trace log to FILE (default: stderr).
@@ -56,6 +66,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_FAN 16
@@ -64,6 +75,8 @@
 
 static als_pool_t *pool;
 static unsigned fan1 = 4, fan2 = 3;
+static long deadline_ms = -1;          /* < 0: requests have no deadline */
+static unsigned long work_ms;          /* each subtask's simulated work */
 static _Atomic unsigned long served, server_ids;
 
 /* ---- per-request state ------------------------------------------------- */
@@ -107,6 +120,7 @@ struct request {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     unsigned pending;                  /* under mu */
+    unsigned cancelled;                /* under mu: subtasks that never ran */
     bool submit_failed;                /* under mu */
     uint64_t async_id;                 /* the handler's resource */
     enum MHD_Result result;
@@ -122,12 +136,14 @@ static void pending_add(struct request *rq, unsigned n)
     pthread_mutex_unlock(&rq->mu);
 }
 
-/* The last touch of `rq` by a task: after it the handler may return. */
-static void pending_done(struct request *rq, bool failed)
+/* The last touch of `rq` by a task (or its cancel callback): after it the
+ * handler may return. `cancelled`: subtasks that will never run. */
+static void pending_done(struct request *rq, bool failed, unsigned cancelled)
 {
     pthread_mutex_lock(&rq->mu);
     if (failed)
         rq->submit_failed = true;
+    rq->cancelled += cancelled;
     if (--rq->pending == 0)
         pthread_cond_signal(&rq->cv);
     pthread_mutex_unlock(&rq->mu);
@@ -151,6 +167,31 @@ static void record(struct sub *s, int level, const char *name)
     s->ran = true;
 }
 
+/* A subtask's simulated work: --work-ms, cut short by the request's
+ * deadline (running code is never interrupted: it polls). */
+static void work(void)
+{
+    struct timespec step = {0, 1000000};
+    for (unsigned long ms = 0; ms < work_ms && !als_cancelled(); ms++)
+        nanosleep(&step, NULL);
+}
+
+/* Submits a subtask with its cancel callback. A refusal because the
+ * request's deadline has passed counts the subtask (and what it would have
+ * submitted, `weight` in all) as cancelled; any other failure fails the
+ * request. Returns whether the pool accepted it. */
+static bool submit_sub(struct request *rq, als_task_fn fn, void (*cancel)(void *), struct job *j,
+                       unsigned weight)
+{
+    pending_add(rq, 1);
+    int rc = als_submit_task(pool, &(als_task){.fn = fn, .arg = j, .cancel = cancel});
+    if (rc == ALS_ECANCELED)
+        pending_done(rq, false, weight);
+    else if (rc != 0)
+        pending_done(rq, true, 0);
+    return rc == 0;
+}
+
 /* ---- the two levels of subtasks ----------------------------------------- */
 
 static void *level2_body(void *p)
@@ -161,6 +202,7 @@ static void *level2_body(void *p)
     char name[16];
     snprintf(name, sizeof name, "%u.%u", j->a, j->b);
     record(s, 2, name);
+    work();
     als_trace_log("req=%s step=sub-run sub=%s", rq->id, name);
     return NULL;
 }
@@ -172,8 +214,15 @@ static int level2_task(void *p)
     /* A child span of the level-1 span that submitted us: the pool carried
      * that span here in the task's captured context. */
     int rc = als_trace_run_span(level2_body, j, NULL, NULL);
-    pending_done(rq, rc != 0);
+    pending_done(rq, rc != 0, 0);
     return rc;
+}
+
+/* Runs instead of level2_task when the deadline passed before it started. */
+static void level2_cancel(void *p)
+{
+    struct job *j = p;
+    pending_done(j->rq, false, 1);
 }
 
 static void *level1_body(void *p)
@@ -191,13 +240,10 @@ static void *level1_body(void *p)
         child->rq = rq;
         child->a = j->a;
         child->b = b;
-        pending_add(rq, 1);
-        if (als_submit(pool, level2_task, child) == 0)
-            ok++;
-        else
-            pending_done(rq, true);
+        ok += submit_sub(rq, level2_task, level2_cancel, child, 1);
     }
     als_trace_log("req=%s step=sub-done sub=%s submitted=%u", rq->id, name, ok);
+    work();                            /* the children queue meanwhile */
     return NULL;
 }
 
@@ -206,8 +252,15 @@ static int level1_task(void *p)
     struct job *j = p;
     struct request *rq = j->rq;
     int rc = als_trace_run_span(level1_body, j, NULL, NULL);
-    pending_done(rq, rc != 0);
+    pending_done(rq, rc != 0, 0);
     return rc;
+}
+
+/* A level-1 subtask cancelled before it started: its children never exist. */
+static void level1_cancel(void *p)
+{
+    struct job *j = p;
+    pending_done(j->rq, false, 1 + fan2);
 }
 
 /* ---- the response ---------------------------------------------------------- */
@@ -308,17 +361,15 @@ static void *handle(void *p)
         struct job *j = &rq->jobs[a];
         j->rq = rq;
         j->a = a;
-        pending_add(rq, 1);
-        if (als_submit(pool, level1_task, j) != 0)
-            pending_done(rq, true);
+        submit_sub(rq, level1_task, level1_cancel, j, 1 + fan2);
     }
     pending_wait(rq);
     unsigned ran = 0;
     for (unsigned i = 0; i < rq->nsubs; i++)
         ran += rq->subs[i].ran;
-    als_trace_log("req=%s step=gathered subtasks=%u", rq->id, ran);
+    als_trace_log("req=%s step=gathered subtasks=%u cancelled=%u", rq->id, ran, rq->cancelled);
 
-    if (rq->submit_failed || ran != rq->nsubs) {
+    if (rq->submit_failed || ran + rq->cancelled != rq->nsubs) {
         body = error_body("fan-out failed", &len);
         rq->result = body ? respond(rq, MHD_HTTP_SERVICE_UNAVAILABLE, body, len) : MHD_NO;
         goto out;
@@ -334,17 +385,19 @@ static void *handle(void *p)
     hex16(t, me->trace_id);
     hex8(s, me->span_id);
     put(&b, "{\"request_id\":\"%s\",\"trace_id\":\"%s\",\"span_id\":\"%s\",\"parent_id\":\"%s\","
-            "\"continued\":%s,\"async_id\":%llu,\"subtasks\":[",
+            "\"continued\":%s,\"async_id\":%llu,\"cancelled\":%u,\"subtasks\":[",
         rq->id, t, s, rq->continued ? parent : "", rq->continued ? "true" : "false",
-        (unsigned long long)rq->async_id);
-    for (unsigned i = 0; i < rq->nsubs; i++) {
+        (unsigned long long)rq->async_id, rq->cancelled);
+    for (unsigned i = 0, n = 0; i < rq->nsubs; i++) {
         const struct sub *x = &rq->subs[i];
+        if (!x->ran)
+            continue;                  /* cancelled: counted above */
         hex16(t, x->ctx.trace_id);
         hex8(s, x->ctx.span_id);
         hex8(ps, x->ctx.parent_id);
         put(&b, "%s{\"name\":\"%s\",\"level\":%d,\"trace_id\":\"%s\",\"span_id\":\"%s\","
                 "\"parent_span_id\":\"%s\",\"async_id\":%llu,\"trigger_async_id\":%llu}",
-            i ? "," : "", x->name, x->level, t, s, ps, (unsigned long long)x->async_id,
+            n++ ? "," : "", x->name, x->level, t, s, ps, (unsigned long long)x->async_id,
             (unsigned long long)x->trigger_async_id);
     }
     put(&b, "]}\n");
@@ -417,7 +470,7 @@ static void *handle_forward(void *p)
 
 /* Runs `handle` inside an async resource: the subtasks' trigger id then
  * names the request, not the connection thread's top level. */
-static void *serve(void *p)
+static void *serve_in_scope(void *p)
 {
     struct request *rq = p;
     /* The baggage, like the trace, for everything the request does: bound
@@ -430,6 +483,19 @@ static void *serve(void *p)
     }
     als_resource_run_in_scope(res, rq->body ? handle_forward : handle, rq);
     als_resource_free(res);
+    return NULL;
+}
+
+/* With --deadline-ms, the request's own cancellation scope around all of
+ * it: the resource, and so every subtask, captures it. */
+static void *serve(void *p)
+{
+    if (deadline_ms < 0)
+        return serve_in_scope(p);
+    als_cancel_t *c = als_cancel_new(deadline_ms * 1000000);
+    if (c)
+        als_cancel_run(c, serve_in_scope, p);
+    als_cancel_release(c);             /* its tasks hold it while they live */
     return NULL;
 }
 
@@ -594,7 +660,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: trace_server [--port N] [--log FILE] [--workers N] "
-               "[--fan1 N] [--fan2 N]\n");
+               "[--fan1 N] [--fan2 N] [--deadline-ms N] [--work-ms N]\n");
 }
 
 static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -610,7 +676,7 @@ static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
 
 int main(int argc, char **argv)
 {
-    unsigned long port = 0, workers = 4, f1 = fan1, f2 = fan2;
+    unsigned long port = 0, workers = 4, f1 = fan1, f2 = fan2, dl = 0;
     const char *log_path = NULL;
     for (int i = 1; i < argc; i += 2) {      /* every option takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -626,6 +692,11 @@ int main(int argc, char **argv)
             ok = ok && parse_uint(v, MAX_FAN, &f1) && f1 > 0;
         } else if (strcmp(a, "--fan2") == 0) {
             ok = ok && parse_uint(v, MAX_FAN, &f2);
+        } else if (strcmp(a, "--deadline-ms") == 0) {
+            ok = ok && parse_uint(v, 3600000, &dl);
+            deadline_ms = (long)dl;
+        } else if (strcmp(a, "--work-ms") == 0) {
+            ok = ok && parse_uint(v, 60000, &work_ms);
         } else if (strcmp(a, "--log") == 0) {
             log_path = v;
         } else {
@@ -699,8 +770,8 @@ int main(int argc, char **argv)
     unsigned bound = info ? info->port : (unsigned)port;
     printf("listening on 127.0.0.1:%u\n", bound);
     fflush(stdout);
-    als_trace_log("server listening port=%u workers=%lu fan1=%u fan2=%u", bound, workers,
-                  fan1, fan2);
+    als_trace_log("server listening port=%u workers=%lu fan1=%u fan2=%u deadline_ms=%ld "
+                  "work_ms=%lu", bound, workers, fan1, fan2, deadline_ms, work_ms);
 
     int sig = 0;
     while (sigwait(&stop, &sig) != 0)
