@@ -13,6 +13,8 @@
  * generation and waits only for its own, descendants included
  * (als__accept_count).
  *
+ * Also als_pool_stats_get, which sums them.
+ *
  * Uses: park.c. */
 #include "scheduler.h"
 #include "tsan.h"
@@ -128,4 +130,53 @@ bool als__done_publish(struct worker *w)
         w->done_pending[g] = 0;
     }
     return ALS__UNLIKELY(als__idle_watched(w->pool));
+}
+
+/* The counters, summed on read: every one has a single writer (top). */
+int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out)
+{
+    if (!pool || !out)
+        return ALS_EINVAL;
+    uint64_t done = 0, failed = 0, cancelled = 0, started = 0, submitted = 0;
+    for (unsigned i = 0; i < pool->nthreads; i++) {
+        const struct worker *w = &pool->workers[i];
+        done += atomic_load_explicit(&w->done[0], memory_order_acquire);
+        done += atomic_load_explicit(&w->done[1], memory_order_acquire);
+        failed += atomic_load_explicit(&w->failed, memory_order_relaxed);
+        cancelled += atomic_load_explicit(&w->cancelled, memory_order_relaxed);
+    }
+    for (unsigned i = 0; i < pool->nthreads; i++) {
+        const struct worker *w = &pool->workers[i];
+        started += atomic_load_explicit(&w->started, memory_order_relaxed);
+        submitted += atomic_load_explicit(&w->submitted[0], memory_order_relaxed);
+        submitted += atomic_load_explicit(&w->submitted[1], memory_order_relaxed);
+    }
+    submitted += atomic_load_explicit(&pool->ext_submitted[0], memory_order_relaxed);
+    submitted += atomic_load_explicit(&pool->ext_submitted[1], memory_order_relaxed);
+    uint64_t steals = 0, parks = 0, wakeups = atomic_load_explicit(&pool->ext_wakeups, memory_order_relaxed),
+             sub_wakeups = atomic_load_explicit(&pool->ext_submitter_wakeups, memory_order_relaxed);
+    for (unsigned i = 0; i < pool->nthreads; i++) {
+        const struct worker *w = &pool->workers[i];
+        parks += atomic_load_explicit(&w->parks, memory_order_relaxed);
+        steals += atomic_load_explicit(&w->steals, memory_order_relaxed);
+        wakeups += atomic_load_explicit(&w->wakeups, memory_order_relaxed);
+        sub_wakeups += atomic_load_explicit(&w->submitter_wakeups, memory_order_relaxed);
+    }
+    uint64_t completed = done - failed - cancelled;
+    *out = (als_pool_stats){
+        .submitted = submitted,
+        .completed = completed,
+        .failed = failed,
+        .rejected = atomic_load_explicit(&pool->rejected, memory_order_relaxed),
+        .cancelled = cancelled,
+        /* Racy while busy (clamped at 0); exact when quiescent. */
+        .queued = submitted > started + cancelled ? submitted - started - cancelled : 0,
+        .running = started > completed + failed ? started - completed - failed : 0,
+        .threads = pool->nthreads,
+        .parks = parks,
+        .wakeups = wakeups,
+        .submitter_wakeups = sub_wakeups,
+        .steals = steals,
+    };
+    return 0;
 }
