@@ -1,7 +1,7 @@
 /* Cancellation scopes and deadlines (issue 15), carried by the context.
  *
  * How a scope travels. The current scope is the value of one store of the
- * library's own (`scope_store`, created at the first als_cancel_new and
+ * library's own (`als__scope_store`, created at the first als_cancel_new and
  * never freed or disabled), bound by als_cancel_run through als_run. So
  * every capture (tasks of every kind, snapshots, bound functions,
  * resources, threads) carries it with no code of its own, and each binding
@@ -63,7 +63,7 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 /* The store whose value is the current scope. Acquire/release: whoever
  * sees the pointer sees the store's fields. A context can only hold a
  * binding of it if it was created before, so NULL means "no scope". */
-static _Atomic(als_t *) scope_store;
+_Atomic(als_t *) als__scope_store; /* internal.h */
 
 static struct als_cancel **heap; /* under lock */
 static size_t heap_len, heap_cap;
@@ -192,38 +192,20 @@ static void release_value(void *c)
 /* The scope store, created on first use; NULL if that allocation fails. */
 static als_t *store_get(void)
 {
-    als_t *s = atomic_load_explicit(&scope_store, memory_order_acquire);
+    als_t *s = atomic_load_explicit(&als__scope_store, memory_order_acquire);
     if (ALS__LIKELY(s))
         return s;
     pthread_mutex_lock(&lock);
-    s = atomic_load_explicit(&scope_store, memory_order_relaxed);
+    s = atomic_load_explicit(&als__scope_store, memory_order_relaxed);
     if (!s) {
         s = als_new(&(als_options){.name = "als.cancel", .destroy = release_value});
-        atomic_store_explicit(&scope_store, s, memory_order_release);
+        atomic_store_explicit(&als__scope_store, s, memory_order_release);
     }
     pthread_mutex_unlock(&lock);
     return s;
 }
 
-struct als_cancel *als__cancel_current_scope(void)
-{
-    const als_t *s = atomic_load_explicit(&scope_store, memory_order_acquire);
-    if (ALS__LIKELY(!s))
-        return NULL;
-    const struct als__binding *b = als__live_binding(s);
-    return b ? b->value : NULL;
-}
-
-struct als_cancel *als__cancel_of_frame(const struct als_snapshot *f)
-{
-    const als_t *s = atomic_load_explicit(&scope_store, memory_order_acquire);
-    if (!s || s->index >= f->n)
-        return NULL;
-    const struct als__binding *b = f->slots[s->index];
-    if (!b || b->epoch != atomic_load_explicit(s->epoch, memory_order_relaxed))
-        return NULL;
-    return b->value;
-}
+/* als__cancel_current_scope, als__cancel_of_frame: inline in internal.h. */
 
 bool als__cancel_is_cancelled(const struct als_cancel *c)
 {
@@ -273,7 +255,7 @@ void *als_cancel_run(als_cancel_t *c, als_fn fn, void *arg)
     /* A scope exists, so the store does. The binding owns the new
      * reference: released by the store's destroy when the binding goes
      * (at once if als_run fails). */
-    return als_run(atomic_load_explicit(&scope_store, memory_order_acquire),
+    return als_run(atomic_load_explicit(&als__scope_store, memory_order_acquire),
                    als_cancel_retain(c), fn, arg);
 }
 

@@ -50,7 +50,7 @@ const char *als__pool_name(const als_pool_t *pool)
  * A task's submit needs no fence: the task running it is in flight until
  * its own `done` store (release, after this count), so nobody can find the
  * pool idle without seeing this count too. ALS_ESHUTDOWN: not counted. */
-static int accept(als_pool_t *pool, struct worker *w, unsigned *gen)
+ALS__HOT int accept(als_pool_t *pool, struct worker *w, unsigned *gen)
 {
     *gen = als__accept_count(pool, w);
     int st = atomic_load_explicit(&pool->state, w && w->running ? memory_order_relaxed
@@ -61,13 +61,7 @@ static int accept(als_pool_t *pool, struct worker *w, unsigned *gen)
     return ALS_ESHUTDOWN;
 }
 
-int als__refuse_cancelled(void)
-{
-    return ALS__UNLIKELY(als__cancel_is_cancelled(als__cancel_current_scope())) ? ALS_ECANCELED
-                                                                               : 0;
-}
-
-int als__task_new(als_pool_t *pool, const struct als__spec *sp, struct als__task **out)
+ALS__HOT int task_new(als_pool_t *pool, const struct als__spec *sp, struct als__task **out)
 {
     struct worker *w = als__own_worker(pool);
     unsigned gen;
@@ -132,7 +126,7 @@ static int refuse_full(als_pool_t *pool, struct als__task *t)
     return ALS_EFULL;
 }
 
-int als__task_queue(als_pool_t *pool, struct als__task *t, bool no_reject)
+ALS__HOT int task_queue(als_pool_t *pool, struct als__task *t, bool no_reject)
 {
     struct worker *w = als__own_worker(pool);
     bool reject = pool->on_full == ALS_FULL_REJECT && !no_reject;
@@ -173,11 +167,55 @@ int als__task_queue(als_pool_t *pool, struct als__task *t, bool no_reject)
     return 0;
 }
 
+int als__task_new(als_pool_t *pool, const struct als__spec *sp, struct als__task **out)
+{
+    return task_new(pool, sp, out);
+}
+
+int als__task_queue(als_pool_t *pool, struct als__task *t, bool no_reject)
+{
+    return task_queue(pool, t, no_reject);
+}
+
 int als__submit(als_pool_t *pool, const struct als__spec *sp)
 {
     struct als__task *t;
-    int rc = als__task_new(pool, sp, &t);
-    return rc ? rc : als__task_queue(pool, t, sp->no_reject);
+    int rc = task_new(pool, sp, &t);
+    return rc ? rc : task_queue(pool, t, sp->no_reject);
+}
+
+/* Runs a task submitted by a task of this worker at once, on this thread,
+ * instead of queueing it (the caller decided: see submit_inline).
+ * Nothing is captured or queued: the submitter's context is the task's
+ * context, so a scope over it is enough, and it ends what the task binds.
+ * The task still gets its own lazy async id, is counted like a queued one
+ * and reports failure through on_error. */
+ALS__HOT void task_inline(struct worker *w, als_task_fn fn, void *arg)
+{
+    als_pool_t *pool = w->pool;
+    als__bump(&w->started, memory_order_relaxed);
+    /* The trigger is our own execution id, drawn only if someone asks:
+     * drawing it here would put a shared counter on every inline run. */
+    struct als__scope s;
+    als__scope_open_task(&s, ALS__ID_LAZY, ALS__ID_PARENT);
+    struct als__scope *unwind __attribute__((cleanup(als__scope_unwind))) = &s;
+    w->inlined[w->gen]++;
+    int rc = fn(arg);
+    w->inlined[w->gen]--;
+    unwind = NULL;
+    uint64_t id = als__tls.exec_id;
+    als__scope_end_task(&s);
+    if (ALS__UNLIKELY(rc != 0)) {
+        als__bump(&w->failed, memory_order_relaxed);
+        if (pool->on_error) {
+            als__scope_open_task(&s, id, ALS__ID_PARENT);
+            pool->on_error(rc, arg, pool->user);
+            als__scope_end_task(&s);
+        }
+    }
+    /* Submitted by a running task (submit_inline): its generation. */
+    if (++w->done_pending[w->gen] + w->done_pending[!w->gen] >= BATCH)
+        als__worker_flush(w);
 }
 
 /* Throttling, as OpenMP runtimes do: while the ring holds a deep backlog
@@ -190,7 +228,7 @@ int als__submit(als_pool_t *pool, const struct als__spec *sp)
  * inline runs, a chain of tasks each submitting the next, cannot overflow
  * it; deep trees still run inline: they nest only as deep as they are).
  * Returns whether it ran the task. */
-static bool submit_inline(als_pool_t *pool, als_task_fn fn, void *arg)
+ALS__HOT bool submit_inline(als_pool_t *pool, als_task_fn fn, void *arg)
 {
     struct worker *w = als__own_worker(pool);
     if (!w || !w->running || !w->next ||
@@ -200,7 +238,7 @@ static bool submit_inline(als_pool_t *pool, als_task_fn fn, void *arg)
     unsigned gen;
     if (accept(pool, w, &gen))
         return false; /* als__submit refuses it */
-    als__task_inline(w, fn, arg);
+    task_inline(w, fn, arg);
     return true;
 }
 

@@ -58,7 +58,11 @@ struct als__spec {
  * counting nothing, when the caller's own scope is cancelled already:
  * als__refuse_cancelled() is that check (0 or ALS_ECANCELED), for the
  * submit paths above the pool that capture the caller's context. */
-int als__refuse_cancelled(void);
+static inline int als__refuse_cancelled(void)
+{
+    struct als_cancel *c = als__cancel_current_scope();
+    return ALS__UNLIKELY(c) && als__cancel_is_cancelled(c) ? ALS_ECANCELED : 0;
+}
 
 /* Accepts a task: counts it as submitted (drain and shutdown wait for it
  * from now on), allocates its record and captures the context. 0,

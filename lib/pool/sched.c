@@ -180,8 +180,12 @@ struct als__task *als__task_take(struct worker *w)
     struct als__task *t = w->next;
     if (t) {
         w->next = NULL;
-        if (++w->streak <= LIFO_MAX || als__local_idle(w))
+        if (++w->streak <= LIFO_MAX)
             return t;
+        if (als__local_idle(w)) {
+            w->streak = 0; /* nothing waited: look again LIFO_MAX takes on */
+            return t;
+        }
         /* Fairness: the other work has waited long enough; t goes last. */
         if (pool->locals && als__queue_push_owner(&w->local, t))
             als__wake_one_after_local(pool);

@@ -141,10 +141,40 @@ static inline void als__bump(_Atomic uint64_t *c, memory_order mo)
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, mo);
 }
 
-/* task.c */
+/* task.c: each thread's cache of records. The common cases are inline:
+ * a task's path allocates and frees one record each. */
+#define ALS__CACHE_MAX 64 /* a cache hands half of itself on at this size */
+struct als__task_cache {
+    struct als__task *list;
+    unsigned n;
+    bool hooked;                  /* returned when the thread exits */
+};
+extern _Thread_local struct als__task_cache als__task_cache
+    __attribute__((tls_model("initial-exec")));
 bool als__tasks_init(void);
-struct als__task *als__task_alloc(void);
-void als__task_recycle(struct als__task *t);
+struct als__task *als__task_alloc_slow(void);
+void als__task_recycle_slow(struct als__task *t);
+
+static inline struct als__task *als__task_alloc(void)
+{
+    struct als__task *t = als__task_cache.list;
+    if (ALS__UNLIKELY(!t || !als__task_cache.hooked))
+        return als__task_alloc_slow();
+    als__task_cache.list = t->next;
+    als__task_cache.n--;
+    return t;
+}
+
+static inline void als__task_recycle(struct als__task *t)
+{
+    if (ALS__UNLIKELY(als__task_cache.n + 1 >= ALS__CACHE_MAX || !als__task_cache.hooked)) {
+        als__task_recycle_slow(t);
+        return;
+    }
+    t->next = als__task_cache.list;
+    als__task_cache.list = t;
+    als__task_cache.n++;
+}
 void als__tasks_fork_lock(void);
 void als__tasks_fork_unlock(void);
 
@@ -184,6 +214,5 @@ void *als__worker_main(void *arg);
 void als__worker_join(als_pool_t *pool, struct worker *w);
 void als__worker_flush(struct worker *w);
 void als__task_run(struct worker *w, struct als__task *t);
-void als__task_inline(struct worker *w, als_task_fn fn, void *arg);
 
 #endif

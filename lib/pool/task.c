@@ -9,7 +9,7 @@
  * Uses: alloc.c, queue.c. */
 #include "scheduler.h"
 
-#define CHAIN 32        /* records handed between threads at once */
+#define CHAIN (ALS__CACHE_MAX / 2) /* records handed between threads at once */
 #define SLAB 64         /* records allocated at once */
 #define CHAINS 4096     /* chains the global ring holds */
 
@@ -25,11 +25,7 @@ static pthread_key_t cache_key;
 static pthread_mutex_t slabs_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct slab *slabs;
 
-static _Thread_local struct {
-    struct als__task *list;
-    unsigned n;
-    bool hooked;
-} cache __attribute__((tls_model("initial-exec")));
+_Thread_local struct als__task_cache als__task_cache __attribute__((tls_model("initial-exec")));
 
 /* A chain's length travels in its first record. */
 static void chain_give(struct als__task *chain, unsigned n)
@@ -43,11 +39,11 @@ static void chain_give(struct als__task *chain, unsigned n)
 static void cache_release(void *unused)
 {
     (void)unused;
-    if (cache.list)
-        chain_give(cache.list, cache.n);
-    cache.list = NULL;
-    cache.n = 0;
-    cache.hooked = false;
+    if (als__task_cache.list)
+        chain_give(als__task_cache.list, als__task_cache.n);
+    als__task_cache.list = NULL;
+    als__task_cache.n = 0;
+    als__task_cache.hooked = false;
 }
 
 static void chains_init(void)
@@ -73,44 +69,48 @@ static struct als__task *slab_new(void)
     pthread_mutex_unlock(&slabs_mu);
     for (unsigned i = 1; i < SLAB - 1; i++)
         sl->tasks[i].next = &sl->tasks[i + 1];
-    sl->tasks[SLAB - 1].next = cache.list;
-    cache.list = &sl->tasks[1];
-    cache.n += SLAB - 1;
+    sl->tasks[SLAB - 1].next = als__task_cache.list;
+    als__task_cache.list = &sl->tasks[1];
+    als__task_cache.n += SLAB - 1;
     return &sl->tasks[0];
 }
 
-struct als__task *als__task_alloc(void)
+/* The rest of als__task_alloc (scheduler.h): an empty cache, or a thread
+ * whose cache is not yet returned at its exit. */
+struct als__task *als__task_alloc_slow(void)
 {
-    struct als__task *t = cache.list;
+    struct als__task *t = als__task_cache.list;
     if (!t) {
         t = als__queue_pop(&chains);
         if (!t)
             return slab_new();
-        cache.n = t->chain_n;
+        als__task_cache.n = t->chain_n;
     }
-    if (ALS__UNLIKELY(!cache.hooked)) /* returned when the thread exits */
-        cache.hooked = pthread_setspecific(cache_key, &cache) == 0;
-    cache.list = t->next;
-    cache.n--;
+    if (ALS__UNLIKELY(!als__task_cache.hooked)) /* returned when the thread exits */
+        als__task_cache.hooked = pthread_setspecific(cache_key, &als__task_cache) == 0;
+    als__task_cache.list = t->next;
+    als__task_cache.n--;
     return t;
 }
 
-void als__task_recycle(struct als__task *t)
+/* The rest of als__task_recycle (scheduler.h): t goes to a cache that
+ * is full or not yet hooked. */
+void als__task_recycle_slow(struct als__task *t)
 {
-    if (ALS__UNLIKELY(!cache.hooked))
-        cache.hooked = pthread_setspecific(cache_key, &cache) == 0;
-    t->next = cache.list;
-    cache.list = t;
-    if (++cache.n < 2 * CHAIN)
+    if (ALS__UNLIKELY(!als__task_cache.hooked))
+        als__task_cache.hooked = pthread_setspecific(cache_key, &als__task_cache) == 0;
+    t->next = als__task_cache.list;
+    als__task_cache.list = t;
+    if (++als__task_cache.n < ALS__CACHE_MAX)
         return;
     /* Hand CHAIN records to whoever allocates without a cache. */
-    struct als__task *last = cache.list;
+    struct als__task *last = als__task_cache.list;
     for (unsigned i = 1; i < CHAIN; i++)
         last = last->next;
-    struct als__task *chain = cache.list;
-    cache.list = last->next;
+    struct als__task *chain = als__task_cache.list;
+    als__task_cache.list = last->next;
     last->next = NULL;
-    cache.n -= CHAIN;
+    als__task_cache.n -= CHAIN;
     chain_give(chain, CHAIN);
 }
 

@@ -130,13 +130,18 @@ static void task_failed(struct worker *w, struct als__task *t, int rc, uint64_t 
     }
 }
 
+static bool scope_cancelled(const struct als_cancel *c)
+{
+    return c && als__cancel_is_cancelled(c);
+}
+
 /* Whether task t starts (else the caller cancels it): not when a CANCEL
  * shutdown has begun, its scope is cancelled (the check costs a load while
  * no scope exists: lib/context/cancel.c), or its admit hook says no. */
-static bool task_start(struct worker *w, struct als__task *t)
+ALS__HOT bool task_start(struct worker *w, struct als__task *t)
 {
     if (ALS__UNLIKELY(atomic_load_explicit(&w->pool->state, memory_order_relaxed) == CANCELLING) ||
-        ALS__UNLIKELY(als__cancel_is_cancelled(als__cancel_of_frame(t->frame))) ||
+        ALS__UNLIKELY(scope_cancelled(als__cancel_of_frame(t->frame))) ||
         (t->admit && !t->admit(t->done_ctx)))
         return false;
     /* Finished tasks of the other drain generation are published before a
@@ -239,40 +244,6 @@ static void task_run_top(struct worker *w, struct als__task *t)
     if (ALS__UNLIKELY(!kept_clean(w)))
         kept_close(w); /* restores the worker's context exactly */
     task_end(w, t, rc, id);
-}
-
-/* Runs a task submitted by a task of this worker at once, on this thread,
- * instead of queueing it (the caller decided: see pool.c submit_inline).
- * Nothing is captured or queued: the submitter's context is the task's
- * context, so a scope over it is enough, and it ends what the task binds.
- * The task still gets its own lazy async id, is counted like a queued one
- * and reports failure through on_error. */
-void als__task_inline(struct worker *w, als_task_fn fn, void *arg)
-{
-    als_pool_t *pool = w->pool;
-    als__bump(&w->started, memory_order_relaxed);
-    /* The trigger is our own execution id, drawn only if someone asks:
-     * drawing it here would put a shared counter on every inline run. */
-    struct als__scope s;
-    als__scope_open_task(&s, ALS__ID_LAZY, ALS__ID_PARENT);
-    struct als__scope *unwind __attribute__((cleanup(als__scope_unwind))) = &s;
-    w->inlined[w->gen]++;
-    int rc = fn(arg);
-    w->inlined[w->gen]--;
-    unwind = NULL;
-    uint64_t id = als__tls.exec_id;
-    als__scope_end_task(&s);
-    if (ALS__UNLIKELY(rc != 0)) {
-        als__bump(&w->failed, memory_order_relaxed);
-        if (pool->on_error) {
-            als__scope_open_task(&s, id, ALS__ID_PARENT);
-            pool->on_error(rc, arg, pool->user);
-            als__scope_end_task(&s);
-        }
-    }
-    /* Submitted by a running task (submit_inline): its generation. */
-    if (++w->done_pending[w->gen] + w->done_pending[!w->gen] >= BATCH)
-        als__worker_flush(w);
 }
 
 /* Sleeps until woken, unless work or the end arrived meanwhile. */
