@@ -218,16 +218,13 @@ int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future_t **out
     if (!pool || !fn || !out)
         return ALS_EINVAL;
     als__jump_check(ALS__NSP()); /* captures: see "Non-local exits" */
-    int rc = als__refuse_cancelled();
-    if (rc)
-        return rc;
     als_future_t *f = future_new(fn, arg);
     if (!f)
         return ALS_ENOMEM;
     struct als__spec sp = {
         .fn = future_run, .arg = f, .done = future_done, .done_ctx = f, .admit = future_admit,
     };
-    rc = als__submit(pool, &sp);
+    int rc = als__submit(pool, &sp);
     if (rc) {
         als__block_free(f);
         return rc;

@@ -313,9 +313,7 @@ int als_submit_after(als_pool_t *pool, uint64_t delay_ns, als_task_fn fn, void *
     als__jump_check(ALS__NSP()); /* captures: see "Non-local exits" */
     struct als__spec sp = { .fn = fn, .arg = arg };
     struct als__task *t;
-    int rc = als__refuse_cancelled();
-    if (!rc)
-        rc = als__task_new(pool, &sp, &t);
+    int rc = als__task_new(pool, &sp, &t);
     if (rc)
         return rc;
     if (!delay_ns)

@@ -64,18 +64,26 @@ ALS__HOT int accept(als_pool_t *pool, struct worker *w, unsigned *gen)
 ALS__HOT int task_new(als_pool_t *pool, const struct als__spec *sp, struct als__task **out)
 {
     struct worker *w = als__own_worker(pool);
+    bool detached = sp->flags & ALS_TASK_DETACHED;
+    /* A capture of a cancelled scope is refused (a given frame, a
+     * continuation's, was captured when its then() was accepted). */
+    int rc = sp->frame || detached ? 0 : als__refuse_cancelled();
     unsigned gen;
-    int rc = accept(pool, w, &gen);
-    struct als__task *t = rc ? NULL : als__task_alloc();
+    if (!rc)
+        rc = accept(pool, w, &gen);
+    if (rc) {
+        if (sp->frame)
+            als__frame_release(sp->frame);
+        return rc;
+    }
+    struct als__task *t = als__task_alloc();
     if (!t) {
         if (sp->frame)
             als__frame_release(sp->frame);
-        if (!rc)
-            als__unaccept(pool, w, gen);
-        return rc ? rc : ALS_ENOMEM;
+        als__unaccept(pool, w, gen);
+        return ALS_ENOMEM;
     }
     t->gen = gen;
-    bool detached = sp->flags & ALS_TASK_DETACHED;
     t->frame = sp->frame ? sp->frame : detached ? &als__empty_frame : als__capture();
     if (!t->frame) {
         als__task_recycle(t);
@@ -236,7 +244,7 @@ ALS__HOT bool submit_inline(als_pool_t *pool, als_task_fn fn, void *arg)
         !als__backlog_deep(w) || als__workers_idle(pool))
         return false;
     unsigned gen;
-    if (accept(pool, w, &gen))
+    if (als__refuse_cancelled() || accept(pool, w, &gen))
         return false; /* als__submit refuses it */
     task_inline(w, fn, arg);
     return true;
@@ -247,9 +255,6 @@ int als_submit(als_pool_t *pool, als_task_fn fn, void *arg)
     if (!pool || !fn)
         return ALS_EINVAL;
     als__jump_check(ALS__NSP()); /* captures: see "Non-local exits" */
-    int rc = als__refuse_cancelled();
-    if (rc)
-        return rc;
     if (submit_inline(pool, fn, arg))
         return 0;
     struct als__spec sp = { .fn = fn, .arg = arg };
@@ -261,13 +266,8 @@ int als_submit_task(als_pool_t *pool, const als_task *task)
     if (!pool || !task || !task->fn)
         return ALS_EINVAL;
     als__jump_check(ALS__NSP());
-    if (!(task->flags & ALS_TASK_DETACHED)) { /* a detached task has no scope */
-        int rc = als__refuse_cancelled();
-        if (rc)
-            return rc;
-        if (submit_inline(pool, task->fn, task->arg))
-            return 0;
-    }
+    if (!(task->flags & ALS_TASK_DETACHED) && submit_inline(pool, task->fn, task->arg))
+        return 0;
     struct als__spec sp = {
         .fn = task->fn, .arg = task->arg, .cancel = task->cancel, .flags = task->flags,
     };

@@ -56,8 +56,9 @@ struct als__spec {
  * is cancelled when it would start is cancelled instead, as a CANCEL
  * shutdown cancels it. A submit refuses with ALS_ECANCELED, queueing and
  * counting nothing, when the caller's own scope is cancelled already:
- * als__refuse_cancelled() is that check (0 or ALS_ECANCELED), for the
- * submit paths above the pool that capture the caller's context. */
+ * als__task_new applies als__refuse_cancelled() (0 or ALS_ECANCELED) to
+ * every task that captures the caller's context; a layer above that
+ * captures a frame itself (als_future_then) applies it first. */
 static inline int als__refuse_cancelled(void)
 {
     struct als_cancel *c = als__cancel_current_scope();
