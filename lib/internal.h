@@ -452,6 +452,12 @@ struct als__cancel_hook {
  * the pointer sees the store's fields. */
 extern _Atomic(als_t *) als__scope_store;
 
+/* Whether any scope was ever made: the hot paths' first test. */
+static inline bool als__scopes_exist(void)
+{
+    return atomic_load_explicit(&als__scope_store, memory_order_relaxed) != NULL;
+}
+
 /* The scope bound in the calling thread's current context, borrowed (no
  * new reference: valid while that context is), or NULL. No lock, no
  * allocation: the cost of an als_get. */

