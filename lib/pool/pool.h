@@ -20,7 +20,10 @@ struct als__task {
     struct als__task *next;       /* free-list link; while running: the
                                      task it runs inside (worker.cur) */
     unsigned chain_n;             /* records in a free chain (first record) */
-    unsigned gen;                 /* drain generation (0 or 1, see drain) */
+    unsigned short gen;           /* drain generation (0 or 1, see drain) */
+    bool check;                   /* its start looks at its frame's scope
+                                     or asks `admit` (worker.c task_start):
+                                     one byte to test while no scope exists */
     als_task_fn fn;
     void *arg;
     void (*cancel)(void *arg);

@@ -130,19 +130,22 @@ static void task_failed(struct worker *w, struct als__task *t, int rc, uint64_t 
     }
 }
 
-static bool scope_cancelled(const struct als_cancel *c)
+/* Whether t may start as far as its scope and its admit hook go. */
+static bool task_admitted(struct als__task *t)
 {
-    return c && als__cancel_is_cancelled(c);
+    const struct als_cancel *c = als__cancel_of_frame(t->frame);
+    if (c && als__cancel_is_cancelled(c))
+        return false;
+    return !t->admit || t->admit(t->done_ctx);
 }
 
 /* Whether task t starts (else the caller cancels it): not when a CANCEL
- * shutdown has begun, its scope is cancelled (the check costs a load while
- * no scope exists: lib/context/cancel.c), or its admit hook says no. */
+ * shutdown has begun, its scope is cancelled, or its admit hook says no.
+ * The last two cost one byte's test (t->check) while no scope exists. */
 ALS__HOT bool task_start(struct worker *w, struct als__task *t)
 {
     if (ALS__UNLIKELY(atomic_load_explicit(&w->pool->state, memory_order_relaxed) == CANCELLING) ||
-        ALS__UNLIKELY(scope_cancelled(als__cancel_of_frame(t->frame))) ||
-        (t->admit && !t->admit(t->done_ctx)))
+        (ALS__UNLIKELY(t->check) && !task_admitted(t)))
         return false;
     /* Finished tasks of the other drain generation are published before a
      * task of this one runs: a drain waiting for them must not wait for
