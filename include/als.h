@@ -424,9 +424,14 @@ typedef struct als_pool_options {
      *  BLOCK pool whose capacity is at least 256 per worker, each worker
      *  also keeps up to 256 tasks submitted by its own tasks (the newest in
      *  a slot, up to 255 older ones in a queue of its own that idle
-     *  workers steal from): at most 256 more waiting tasks per worker. A
-     *  REJECT pool has no such queues, so its ALS_EFULL answers count
-     *  exactly. */
+     *  workers steal from): at most 256 more waiting tasks per worker.
+     *  With eight workers or more, each four of them also share an inbox
+     *  of up to 63 tasks submitted from outside the pool (each outside
+     *  thread deals its submits round the inboxes; a full one passes the
+     *  task to the shared queue): 63 more per four workers. A REJECT pool
+     *  has no such queues, so its ALS_EFULL answers count exactly. A
+     *  one-worker pool starts the tasks submitted from outside it in the
+     *  order they were accepted. */
     unsigned queue_capacity;
     enum als_full_policy on_full; /**< BLOCK (default) or REJECT */
     const char *name;          /**< workers are named "<name>-<n>"; NULL: "als" */

@@ -40,7 +40,7 @@
 #include "gate.h"
 #include "pool_helpers.h"
 
-#define WORKERS 4
+#define WORKERS 8 /* two groups sharing an inbox each (als.h) */
 
 /* Tasks a held worker may keep beyond queue_capacity in a REJECT pool or
  * a small BLOCK pool: what it submitted itself and keeps in its LIFO slot.
@@ -57,6 +57,11 @@
  * worker also lets each worker keep up to this many tasks its own tasks
  * submitted (its slot and own queue): the slack per worker there. */
 #define OWN_QUEUE 256
+
+/* als.h (queue_capacity): there, with eight workers or more, each four
+ * workers also share an inbox of this many outside submits. */
+#define INBOX 63
+#define INBOX_GROUP 4
 
 /* als.h, als_submit: submits from a task may run inline once the queue
  * holds this many tasks per worker; the tests stay below it. */
@@ -370,7 +375,7 @@ static void concurrent_chains_see_no_crosstalk(void **state)
 struct overflow_shape {
     unsigned cap;
     int out_tries, in_tries;
-    int slack_per_worker;
+    int slack;                 /* in all */
 };
 
 /* Every submit attempt has a slot: whether it was accepted, how often its
@@ -487,7 +492,9 @@ static void overflow_start(struct overflow *o, struct overflow_shape sh,
     o->pool = pool_new(WORKERS, sh.cap, on_full);
     gate_init(&o->start);
     gate_init(&o->hold);
-    void *args[WORKERS] = {o, o, o, o};
+    void *args[WORKERS];
+    for (int i = 0; i < WORKERS; i++)
+        args[i] = o;
     hold_workers(o->pool, &o->start, flood_hold_task, args);
     for (int k = 0; k < OUTSIDE; k++) {
         out[k] = (struct outside){o, k};
@@ -512,7 +519,7 @@ static void overflow_end(struct overflow *o)
 static void reject_overflow_across_submitters(void **state)
 {
     (void)state;
-    const struct overflow_shape sh = {CAP, CAP, CAP / 2, SLACK_PER_WORKER};
+    const struct overflow_shape sh = {CAP, CAP, CAP / 2, SLACK_PER_WORKER * WORKERS};
     struct overflow o;
     struct outside out[OUTSIDE];
     pthread_t th[OUTSIDE];
@@ -529,10 +536,10 @@ static void reject_overflow_across_submitters(void **state)
                   o.slots, CAP);
     assert_int_equal(o.bad_rc, 0);
     assert_int_equal(accepted + rejected, o.slots);
-    int most = CAP + sh.slack_per_worker * WORKERS;
+    int most = CAP + sh.slack;
     if (accepted > most || accepted < CAP - 1)
-        fail_msg("%d tasks accepted into a held pool of capacity %d (slack %d per worker): "
-                 "want %d to %d", accepted, CAP, sh.slack_per_worker, CAP - 1, most);
+        fail_msg("%d tasks accepted into a held pool of capacity %d (slack %d): "
+                 "want %d to %d", accepted, CAP, sh.slack, CAP - 1, most);
     assert_int_equal(held.queued, accepted);
     assert_int_equal(held.running, WORKERS);
     assert_int_equal(held.submitted, WORKERS + accepted);
@@ -569,7 +576,7 @@ static void block_overflow(struct overflow_shape sh)
     }
     /* A blocked submitter's task counts as accepted and queued while it
      * waits for room: one more per outside thread. */
-    uint64_t most = sh.cap + (uint64_t)sh.slack_per_worker * WORKERS + OUTSIDE;
+    uint64_t most = sh.cap + (uint64_t)sh.slack + OUTSIDE;
     print_message("%llu tasks waiting in the held pool (capacity %u)\n",
                   (unsigned long long)held.queued, sh.cap);
     gate_open(&o.hold);
@@ -578,9 +585,9 @@ static void block_overflow(struct overflow_shape sh)
     assert_int_equal(als_pool_drain(o.pool), 0);
 
     if (held.queued > most)
-        fail_msg("%llu tasks waiting in a held pool of capacity %u (slack %d per worker, "
-                 "%d blocked submitters)", (unsigned long long)held.queued, sh.cap,
-                 sh.slack_per_worker, OUTSIDE);
+        fail_msg("%llu tasks waiting in a held pool of capacity %u (slack %d, "
+                 "%d blocked submitters)", (unsigned long long)held.queued, sh.cap, sh.slack,
+                 OUTSIDE);
     assert_int_equal(o.bad_rc, 0);
     assert_int_equal(atomic_load(&o.rejected), 0);
     assert_int_equal(accepted_count(&o), o.slots);
@@ -597,17 +604,117 @@ static void block_overflow(struct overflow_shape sh)
 static void block_overflow_across_submitters(void **state)
 {
     (void)state;
-    block_overflow((struct overflow_shape){CAP, CAP, CAP / 2, SLACK_PER_WORKER});
+    block_overflow((struct overflow_shape){CAP, CAP, CAP / 2, SLACK_PER_WORKER * WORKERS});
 }
 
-/* A pool large enough for the workers' own queues (als.h), each held
- * worker submitting more than its own queue holds: they spill to the
- * shared queue, which fills, and the outside threads wait. */
+/* A pool large enough for the workers' own queues and inboxes (als.h),
+ * each held worker submitting more than its own queue holds: they spill
+ * to the shared queue; the outside threads fill the inboxes, overflow to
+ * the shared queue, which fills, and wait. */
 static void block_overflow_with_own_queues(void **state)
 {
     (void)state;
     block_overflow((struct overflow_shape){OWN_QUEUE * WORKERS, OWN_QUEUE * WORKERS,
-                                           OWN_QUEUE + OWN_QUEUE / 2, OWN_QUEUE});
+                                           OWN_QUEUE + OWN_QUEUE / 2,
+                                           OWN_QUEUE * WORKERS + INBOX * (WORKERS / INBOX_GROUP)});
+}
+
+/* ==== sharded outside submission ======================================== */
+
+#define HELD (WORKERS - 1)     /* workers held; one is left free */
+#define DEALT (WORKERS * 10)   /* outside tasks submitted while they are */
+
+static _Atomic int dealt_runs;
+
+static int dealt_task(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&dealt_runs, 1);
+    return 0;
+}
+
+/* Outside submits are dealt round the groups' inboxes: with all workers
+ * but one held, the tasks dealt to the other group's inbox run only if the
+ * free worker steals them, and they do, while the others are still held.
+ * (With one shared queue the free worker takes them all without a steal;
+ * without stealing from inboxes this waits forever.) */
+static void outside_submits_dealt_and_stolen(void **state)
+{
+    (void)state;
+    als_pool_t *p = pool_new(WORKERS, 0, ALS_FULL_BLOCK);
+    struct gate g;
+    gate_init(&g);
+    for (int i = 0; i < HELD; i++)
+        assert_int_equal(als_submit(p, gate_task, &g), 0);
+    gate_await_arrivals(&g, HELD);
+    als_pool_stats before;
+    get_stats(p, &before);
+    atomic_store(&dealt_runs, 0);
+    for (int i = 0; i < DEALT; i++)
+        assert_int_equal(als_submit(p, dealt_task, NULL), 0);
+    while (atomic_load(&dealt_runs) < DEALT)
+        sched_yield();
+    als_pool_stats after;
+    get_stats(p, &after);
+    gate_open(&g);
+    assert_int_equal(als_pool_drain(p), 0);
+    print_message("%llu of %d outside tasks stolen from held workers' inboxes\n",
+                  (unsigned long long)(after.steals - before.steals), DEALT);
+    /* The other group's inbox was dealt half of them. */
+    assert_true(after.steals - before.steals >= DEALT / (WORKERS / INBOX_GROUP) / 2);
+    als_pool_free(p);
+    gate_destroy(&g);
+}
+
+/* A pool of one worker starts outside submits in the order they were
+ * accepted (als.h). Shaped to catch a pool that shards them (an inbox that
+ * fills, the rest going elsewhere, the inbox then taking newer submits
+ * while older ones still wait): tasks 0..61 and a second gate fill an
+ * inbox of INBOX, 62..99 go past it; once the worker waits at the second
+ * gate, 100..149 would find the inbox empty again. */
+#define ORDERED 150
+#define FIRST (INBOX - 1)
+#define BEFORE_GATE2 100
+static int order_seen[ORDERED];
+static _Atomic int order_n;
+
+static int ordered_task(void *arg)
+{
+    order_seen[atomic_fetch_add(&order_n, 1)] = (int)(intptr_t)arg;
+    return 0;
+}
+
+static void submit_ordered(als_pool_t *p, int from, int to)
+{
+    for (int i = from; i < to; i++)
+        assert_int_equal(als_submit(p, ordered_task, (void *)(intptr_t)i), 0);
+}
+
+static void one_worker_keeps_outside_order(void **state)
+{
+    (void)state;
+    als_pool_t *p = pool_new(1, 0, ALS_FULL_BLOCK);
+    struct gate g1, g2;
+    gate_init(&g1);
+    gate_init(&g2);
+    assert_int_equal(als_submit(p, gate_task, &g1), 0);
+    gate_await_arrivals(&g1, 1);
+    atomic_store(&order_n, 0);
+    submit_ordered(p, 0, FIRST);
+    assert_int_equal(als_submit(p, gate_task, &g2), 0);
+    submit_ordered(p, FIRST, BEFORE_GATE2);
+    gate_open(&g1);
+    gate_await_arrivals(&g2, 1);
+    submit_ordered(p, BEFORE_GATE2, ORDERED);
+    gate_open(&g2);
+    assert_int_equal(als_pool_drain(p), 0);
+    assert_int_equal(atomic_load(&order_n), ORDERED);
+    for (int i = 0; i < ORDERED; i++)
+        if (order_seen[i] != i)
+            fail_msg("task %d started %dth", order_seen[i], i);
+    als_pool_free(p);
+    gate_destroy(&g1);
+    gate_destroy(&g2);
 }
 
 /* ==== shutdown with queued work ========================================= */
@@ -725,7 +832,9 @@ static void sd_init(struct sd *sd, bool respawn)
 static int sd_run(struct sd *sd, int how)
 {
     _Static_assert(QUEUED < THROTTLE_PER_WORKER * WORKERS, "no submit may run inline");
-    void *args[WORKERS] = {sd, sd, sd, sd};
+    void *args[WORKERS];
+    for (int i = 0; i < WORKERS; i++)
+        args[i] = sd;
     hold_workers(sd->pool, &sd->start, spawner_task, args);
     gate_open(&sd->start);
     gate_await_arrivals(&sd->hold, WORKERS);
@@ -902,6 +1011,8 @@ int main(void)
         cmocka_unit_test(reject_overflow_across_submitters),
         cmocka_unit_test(block_overflow_across_submitters),
         cmocka_unit_test(block_overflow_with_own_queues),
+        cmocka_unit_test(outside_submits_dealt_and_stolen),
+        cmocka_unit_test(one_worker_keeps_outside_order),
         cmocka_unit_test(cancel_reaches_local_queues_and_inboxes),
         cmocka_unit_test(drain_runs_local_queues_and_inboxes),
         cmocka_unit_test(stats_balanced_and_counters_monotonic),

@@ -227,7 +227,9 @@ int64_t als__cancel_deadline(const struct als_cancel *c)
 
 int als_cancelled(void)
 {
-    return als__cancel_is_cancelled(als__cancel_current_scope());
+    /* No call while no scope is bound: the common case is als_get's. */
+    const struct als_cancel *c = als__cancel_current_scope();
+    return ALS__UNLIKELY(c != NULL) && als__cancel_is_cancelled(c);
 }
 
 int64_t als_deadline_remaining(void)

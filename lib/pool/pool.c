@@ -172,6 +172,10 @@ ALS__HOT int task_queue(als_pool_t *pool, struct als__task *t, bool no_reject)
         als__task_run(w, t);
         return 0;
     }
+    if (pool->ninboxes && als__inbox_push(pool, t)) {
+        als__wake_one(pool); /* the push ends with a locked instruction */
+        return 0;
+    }
     if (ALS__LIKELY(als__task_try_push(pool, t)))
         return 0;
     if (reject)
@@ -384,6 +388,9 @@ static void pool_memory_free(als_pool_t *pool)
 {
     for (unsigned i = 0; pool->workers && i < pool->nthreads; i++)
         als__queue_fini(&pool->workers[i].local); /* never set up: no-op */
+    for (unsigned i = 0; pool->inboxes && i < pool->ninboxes; i++)
+        als__queue_fini(&pool->inboxes[i]);
+    free(pool->inboxes);
     als__queue_fini(&pool->q);
     free(pool->workers);
     free((void *)pool->idle);
@@ -460,9 +467,21 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     /* Own queues for the workers (sched.c) where they fit in the capacity
      * and no answer depends on exact counts: BLOCK pools. */
     pool->locals = o.on_full != ALS_FULL_REJECT && cap / LOCAL_CAP >= n;
+    /* Inboxes where outside submits are sharded (sched.c), one per group
+     * of INBOX_GROUP workers, where there are two groups or more. */
+    unsigned ninboxes = pool->locals && n >= 2 * INBOX_GROUP ? n / INBOX_GROUP : 0;
     bool ok = pool->workers && pool->idle && als__queue_init(&pool->q, cap) == 0;
     for (unsigned i = 0; ok && pool->locals && i < n; i++)
         ok = als__queue_init(&pool->workers[i].local, LOCAL_CAP) == 0;
+    if (ok && ninboxes) {
+        ok = (pool->inboxes = aligned_zalloc(ninboxes * sizeof *pool->inboxes)) != NULL;
+        for (unsigned i = 0; ok && i < ninboxes; i++, pool->ninboxes = i)
+            ok = als__queue_init(&pool->inboxes[i], INBOX_CAP) == 0;
+        for (unsigned i = 0; ok && i < n; i++) {
+            unsigned g = i / INBOX_GROUP;
+            pool->workers[i].inbox = &pool->inboxes[g < ninboxes ? g : ninboxes - 1];
+        }
+    }
     if (!ok) {
         pool_memory_free(pool);
         return NULL;

@@ -14,6 +14,8 @@
 struct als__queue {
     ck_ring_t ring;               /* ck pads head and tail to cache lines */
     ck_ring_buffer_t *buf;
+    unsigned c_seen;              /* the consumer head as a producer last
+                                     read it (queue.c als__queue_push) */
 };
 
 /* `size` is a power of two >= 4; the queue holds size - 1 items.

@@ -5,7 +5,8 @@
  *   queue.c   the Concurrency Kit ring (the only file that includes ck)
  *   park.c    futex words, the idle mask, parking and wake-ups
  *   count.c   submitted/finished counts per drain generation, in flight
- *   sched.c   where tasks wait: the shared ring, the workers' LIFO slots
+ *   sched.c   where tasks wait: the shared ring, the workers' LIFO slots,
+ *             own queues and inboxes (outside submits, sharded); stealing
  *   worker.c  running tasks, the worker loop, waits that help
  *   pool.c    accepting and submitting, pool lifecycle, stats, fork
  *
@@ -31,6 +32,8 @@
 #define POP_BATCH 4     /* ring tasks a worker may take with one claim */
 #define LOCAL_CAP 256   /* a worker's own queue (BLOCK pools, sched.c) */
 #define STEAL_MAX (LOCAL_CAP / 2) /* tasks a thief takes at once, at most */
+#define INBOX_CAP 64    /* an inbox for outside submits (sched.c): 63 tasks */
+#define INBOX_GROUP 4   /* workers per inbox (pools of 2 * INBOX_GROUP or more) */
 #define SHARED_TURN 61  /* every this many takes, the shared queue first
                            (Tokio's global_queue_interval) */
 #define INLINE_PER_WORKER 64 /* ring backlog per worker that makes a worker's
@@ -60,6 +63,7 @@ struct worker {
     struct als__task *next;       /* LIFO slot: this thread only */
     struct als__queue local;      /* its own tasks' older submits (sched.c):
                                      this thread pushes, anyone pops */
+    struct als__queue *inbox;     /* its group's inbox (sched.c), or NULL */
     uint32_t rng;                 /* where stealing starts (xorshift) */
     unsigned tick;                /* takes, for the shared queue's turn */
     unsigned streak;              /* LIFO-slot tasks taken in a row */
@@ -85,6 +89,8 @@ struct als_pool {
     struct als__queue q;          /* tasks */
     unsigned small_cap;           /* capacity 1 or 2: counted, see ring_push */
     bool locals;                  /* workers have their own queues (sched.c) */
+    struct als__queue *inboxes;   /* [ninboxes]: outside submits (sched.c) */
+    unsigned ninboxes;            /* 0: none */
     _Atomic unsigned small_len;
     _Alignas(ALS__CACHELINE) _Atomic uint64_t ext_submitted[2]; /* outside
                                      submits, per drain generation */
@@ -206,6 +212,7 @@ bool als__local_push(struct worker *w, struct als__task *t);
 bool als__backlog_deep(const struct worker *w);
 bool als__push_wait(als_pool_t *pool, struct als__task *t, bool any_state);
 bool als__has_work(als_pool_t *pool);
+bool als__inbox_push(als_pool_t *pool, struct als__task *t);
 bool als__local_idle(const struct worker *w);
 struct als__task *als__task_take(struct worker *w);
 
