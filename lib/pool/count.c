@@ -129,6 +129,7 @@ bool als__done_publish(struct worker *w)
                               memory_order_seq_cst);
         w->done_pending[g] = 0;
     }
+    w->done_pending_n = 0;
     return ALS__UNLIKELY(als__idle_watched(w->pool));
 }
 

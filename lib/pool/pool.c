@@ -235,7 +235,7 @@ ALS__HOT void task_inline(struct worker *w, als_task_fn fn, void *arg)
         }
     }
     /* Submitted by a running task (submit_inline): its generation. */
-    if (++w->done_pending[w->gen] + w->done_pending[!w->gen] >= BATCH)
+    if (als__done_defer(w, w->gen))
         als__worker_flush(w);
 }
 

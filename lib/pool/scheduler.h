@@ -59,6 +59,7 @@ struct worker {
     struct als_snapshot *held;    /* deferred frame references (task_finish) */
     uint32_t held_n;
     uint32_t done_pending[2];     /* finished tasks not yet counted in done */
+    uint32_t done_pending_n;      /* their sum (als__done_defer) */
     unsigned gen;                 /* generation of the innermost running task */
     struct als__task *next;       /* LIFO slot: this thread only */
     struct als__queue local;      /* its own tasks' older submits (sched.c):
@@ -139,6 +140,14 @@ static inline struct worker *als__own_worker(const als_pool_t *pool)
 {
     struct worker *w = als__self;
     return w && w->pool == pool ? w : NULL;
+}
+
+/* Counts a finished task of generation gen as done, later: true when the
+ * worker should publish now (BATCH of them wait). */
+static inline bool als__done_defer(struct worker *w, unsigned gen)
+{
+    w->done_pending[gen]++;
+    return ++w->done_pending_n >= BATCH;
 }
 
 /* Increments a counter only this thread writes: no read-modify-write. */

@@ -98,7 +98,7 @@ static void task_finish(struct worker *w, struct als__task *t, int rc, bool canc
         drop_held(w);
         done(ctx, rc, cancelled);
     }
-    if (++w->done_pending[gen] + w->done_pending[!gen] >= BATCH)
+    if (als__done_defer(w, gen))
         als__worker_flush(w);
 }
 
@@ -303,6 +303,7 @@ static void worker_unwound(struct worker **pw)
                                   w->inlined[g],
                               memory_order_relaxed);
         w->done_pending[g] += w->inlined[g];
+        w->done_pending_n += w->inlined[g];
         w->inlined[g] = 0;
     }
     while (t) {
