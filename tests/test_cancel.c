@@ -129,6 +129,37 @@ static void test_releasing_never_cancels(void **state)
     als_cancel_release(grand);
 }
 
+/* A cancelled scope reads as cancelled however many other scopes, of
+ * every kind, come and go meanwhile (als_cancelled's fast path counts the
+ * scopes that may be cancelled: freeing one that never counted must not
+ * uncount another). */
+static void test_cancelled_stays_seen_while_others_come_and_go(void **state)
+{
+    (void)state;
+    als_cancel_t *b = als_cancel_new(-1);
+    assert_false(cancelled_in(b));
+    assert_int_equal(als_cancel(b), 0);
+    for (int kind = 0; kind < 4; kind++) {
+        als_cancel_t *a = als_cancel_new(kind == 1 ? INT64_C(3600000000000) : -1);
+        assert_non_null(a);
+        assert_false(cancelled_in(a));
+        if (kind == 2)
+            assert_int_equal(als_cancel(a), 0);
+        if (kind == 3) {
+            als_cancel_t *k = child_of(a, -1);
+            assert_int_equal(als_cancel(a), 0);
+            assert_true(cancelled_in(k));
+            als_cancel_release(k);
+        }
+        als_cancel_release(a);
+        assert_true(cancelled_in(b));
+    }
+    als_cancel_t *fresh = als_cancel_new(-1);
+    assert_false(cancelled_in(fresh));
+    als_cancel_release(fresh);
+    als_cancel_release(b);
+}
+
 static _Atomic int calls;
 
 static void count_call(void *arg)
@@ -808,6 +839,7 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         T(test_cancel_propagates_to_descendants_only),
         T(test_releasing_never_cancels),
+        T(test_cancelled_stays_seen_while_others_come_and_go),
         T(test_cancel_is_idempotent),
         T(test_null_arguments),
         T(test_current_is_the_innermost_run),

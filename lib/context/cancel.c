@@ -34,6 +34,7 @@
 #include "internal.h"
 #include "tsan.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <time.h>
 
@@ -147,6 +148,22 @@ static bool try_retain(struct als_cancel *c)
 
 static void heap_remove(struct als_cancel *c);
 
+/* Live scopes that are cancelled or have a deadline: while there are none,
+ * no context can be cancelled, and als_cancelled() answers from this one
+ * load (no context lookup). A scope counts from its creation (deadline,
+ * born cancelled) or its cancellation until it is freed; its flag and its
+ * deadline never change back, so each scope adds and removes one at most.
+ * Ordering: the count goes up before the flag is set (release), so a
+ * reader that can see the flag through any synchronisation with the
+ * canceller sees the count too (acquire); and the count cannot fall to 0
+ * while the reader's own scope, which its context holds, is alive. */
+static _Atomic uint32_t cancellable;
+
+static bool counts_cancellable(const struct als_cancel *c)
+{
+    return c->deadline != INT64_MAX || atomic_load_explicit(&c->cancelled, memory_order_relaxed);
+}
+
 void als_cancel_release(als_cancel_t *c)
 {
     if (!c)
@@ -177,6 +194,11 @@ void als_cancel_release(als_cancel_t *c)
         next = h->next;
         if (h->id > 0)
             als__free(h);
+    }
+    if (counts_cancellable(c)) {
+        uint32_t was = atomic_fetch_sub_explicit(&cancellable, 1, memory_order_relaxed);
+        assert(was > 0); /* each scope uncounts only what it counted */
+        (void)was;
     }
     als__free(c);
     COUNT_LIVE(-1);
@@ -227,7 +249,8 @@ int64_t als__cancel_deadline(const struct als_cancel *c)
 
 int als_cancelled(void)
 {
-    /* No call while no scope is bound: the common case is als_get's. */
+    if (ALS__LIKELY(atomic_load_explicit(&cancellable, memory_order_acquire) == 0))
+        return 0;
     const struct als_cancel *c = als__cancel_current_scope();
     return ALS__UNLIKELY(c != NULL) && als__cancel_is_cancelled(c);
 }
@@ -331,6 +354,8 @@ struct runq {
 
 static void mark(struct als_cancel *c, struct runq *q)
 {
+    if (c->deadline == INT64_MAX) /* else counted since its creation */
+        atomic_fetch_add_explicit(&cancellable, 1, memory_order_release);
     als__hb_release(&c->cancelled);
     atomic_store_explicit(&c->cancelled, true, memory_order_release);
     if (c->heap_at)
@@ -552,10 +577,13 @@ als_cancel_t *als_cancel_new(int64_t timeout_ns)
     bool born_cancelled = (parent && atomic_load_explicit(&parent->cancelled,
                                                           memory_order_relaxed)) ||
                           deadline <= now;
+    if (born_cancelled || deadline != INT64_MAX)
+        atomic_fetch_add_explicit(&cancellable, 1, memory_order_relaxed);
     if (born_cancelled) {
         atomic_store_explicit(&c->cancelled, true, memory_order_relaxed);
     } else {
         if (deadline != INT64_MAX && timer_add(c) != 0) {
+            atomic_fetch_sub_explicit(&cancellable, 1, memory_order_relaxed);
             pthread_mutex_unlock(&lock);
             als__free(c);
             return NULL;
