@@ -8,7 +8,8 @@
  *   sched.c   where tasks wait: the shared ring, the workers' LIFO slots,
  *             own queues and inboxes (outside submits, sharded); stealing
  *   worker.c  running tasks, the worker loop, waits that help
- *   pool.c    accepting and submitting, pool lifecycle, stats, fork
+ *   fork.c    the live pools' registry, and what fork() does to them
+ *   pool.c    accepting and submitting, pool lifecycle, stats
  *
  * A task's path: submit (pool.c: accept, capture) -> enqueue (sched.c) ->
  * wake (park.c) -> a worker takes it (sched.c) -> enters its frame, runs,
@@ -221,6 +222,11 @@ bool als__local_push(struct worker *w, struct als__task *t);
 bool als__backlog_deep(const struct worker *w);
 bool als__push_wait(als_pool_t *pool, struct als__task *t, bool any_state);
 bool als__has_work(als_pool_t *pool);
+
+/* fork.c: the registry of live pools (a fork() child's copies stop). */
+bool als__fork_init(void); /* once; false: pthread_atfork failed */
+void als__pool_list(als_pool_t *pool);
+void als__pool_unlist(als_pool_t *pool);
 bool als__inbox_push(als_pool_t *pool, struct als__task *t);
 bool als__local_idle(const struct worker *w);
 struct als__task *als__task_take(struct worker *w);
