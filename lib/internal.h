@@ -16,6 +16,8 @@
  *             snapshot.c  captures, snapshot_run, bind
  *             resource.c  AsyncResource and async ids
  *             thread.c    als_thread_create
+ *             deadline.c  the deadline heap and thread (cancel.h: the scope
+ *                         record, shared with cancel.c)
  *             cancel.c    cancellation scopes and deadlines (a value of the
  *                         library's own store, so every capture carries it)
  *   pool/     the scheduler; pool.h is its API for the layers above, and

@@ -24,52 +24,26 @@
  * reference on it and, once `lock` is dropped, runs its callbacks one at a
  * time; `running` names the one in progress so that removing it can wait.
  *
- * Deadlines. One process-wide thread keeps every pending deadline in a
- * binary min-heap (CLOCK_MONOTONIC), sleeping on a condition variable until
- * the earliest. The heap holds no references: releasing or cancelling a
- * scope removes its entry, so a scope's memory never waits for its
- * deadline. Cold paths (new, cancel, release, on/off, the timer) share one
- * mutex; the hot path (als_cancelled) takes none.
- */
-#include "internal.h"
+ * Deadlines. One process-wide thread (deadline.c) keeps every pending
+ * deadline in a binary min-heap and hands each expired scope back here
+ * (expire). Cold paths (new, cancel, release, on/off, the timer) share one
+ * mutex, `lock` (als__cancel_lock, defined in deadline.c); the hot path
+ * (als_cancelled) takes none.
+ *
+ * Uses: deadline.c, and the context layer below. */
+#include "cancel.h"
 #include "tsan.h"
 
 #include <assert.h>
 #include <pthread.h>
 #include <time.h>
 
-struct als_cancel {
-    _Atomic uint32_t refs;
-    /* Set once, under `lock`; read anywhere. Release/acquire: what the
-     * canceller did before als_cancel is visible to code that sees it. */
-    _Atomic bool cancelled;
-    /* Absolute CLOCK_MONOTONIC ns, INT64_MAX: none. Immutable: published
-     * with the scope itself (its creation, or the capture that hands it on). */
-    int64_t deadline;
-    /* Under `lock`: */
-    struct als_cancel *parent, *child, *next, *prev; /* the tree */
-    struct als__cancel_hook hooks;                   /* circular list, sentinel */
-    const struct als__cancel_hook *running;          /* callback in progress */
-    int64_t running_id;                              /* its id (it may be freed) */
-    pthread_t run_thread;                            /* the thread running it */
-    size_t heap_at;                                  /* heap index + 1; 0: none */
-    struct als_cancel *runq;                         /* a canceller's list */
-};
-
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER; /* a callback ended */
-static pthread_cond_t timer_cv;                           /* CLOCK_MONOTONIC */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
 /* The store whose value is the current scope. Acquire/release: whoever
  * sees the pointer sees the store's fields. A context can only hold a
  * binding of it if it was created before, so NULL means "no scope". */
 _Atomic(als_t *) als__scope_store; /* internal.h */
-
-static struct als_cancel **heap; /* under lock */
-static size_t heap_len, heap_cap;
-static bool timer_started;       /* under lock */
-static bool timer_busy;          /* under lock: running callbacks, releasing */
 
 static _Atomic int64_t next_id = 1;
 
@@ -79,16 +53,6 @@ static _Atomic long live_scopes; /* for als__test_cancel_live */
 long als__test_cancel_live(void)
 {
     return atomic_load(&live_scopes);
-}
-
-long als__test_cancel_timers(void)
-{
-    pthread_mutex_lock(&lock);
-    while (timer_busy) /* the counts are exact once it is done */
-        pthread_cond_wait(&done_cv, &lock);
-    long n = (long)heap_len;
-    pthread_mutex_unlock(&lock);
-    return n;
 }
 #define COUNT_LIVE(d) atomic_fetch_add_explicit(&live_scopes, (d), memory_order_relaxed)
 #else
@@ -104,7 +68,7 @@ static int64_t clock_ns(clockid_t id)
 
 static int64_t mono_ns(void)
 {
-    return clock_ns(CLOCK_MONOTONIC);
+    return als__deadline_now();
 }
 
 /* How far CLOCK_MONOTONIC_COARSE (the time of the last tick: a few ns to
@@ -146,8 +110,6 @@ static bool try_retain(struct als_cancel *c)
     return false;
 }
 
-static void heap_remove(struct als_cancel *c);
-
 /* Live scopes that are cancelled or have a deadline: while there are none,
  * no context can be cancelled, and als_cancelled() answers from this one
  * load (no context lookup). A scope counts from its creation (deadline,
@@ -174,7 +136,7 @@ void als_cancel_release(als_cancel_t *c)
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
     als__hb_acquire(&c->refs);
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&als__cancel_lock);
     if (c->prev)
         c->prev->next = c->next;
     else if (c->parent)
@@ -186,8 +148,8 @@ void als_cancel_release(als_cancel_t *c)
         k->parent = k->next = k->prev = NULL;
     }
     if (c->heap_at)
-        heap_remove(c);
-    pthread_mutex_unlock(&lock);
+        als__deadline_remove(c);
+    pthread_mutex_unlock(&als__cancel_lock);
     /* Callbacks that never ran: public ones are ours to free; internal
      * hooks are removed by their owners, who hold a reference meanwhile. */
     for (struct als__cancel_hook *h = c->hooks.next, *next; h != &c->hooks; h = next) {
@@ -217,13 +179,13 @@ static als_t *store_get(void)
     als_t *s = atomic_load_explicit(&als__scope_store, memory_order_acquire);
     if (ALS__LIKELY(s))
         return s;
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&als__cancel_lock);
     s = atomic_load_explicit(&als__scope_store, memory_order_relaxed);
     if (!s) {
         s = als_new(&(als_options){.name = "als.cancel", .destroy = release_value});
         atomic_store_explicit(&als__scope_store, s, memory_order_release);
     }
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&als__cancel_lock);
     return s;
 }
 
@@ -295,55 +257,6 @@ struct als_snapshot *als__cancel_capture(struct als_cancel *c)
     return als_cancel_run(c, capture_fn, NULL);
 }
 
-/* ---- the deadline heap (under lock) ------------------------------------ */
-
-static void heap_set(size_t i, struct als_cancel *c)
-{
-    heap[i] = c;
-    c->heap_at = i + 1;
-}
-
-static void sift_up(size_t i)
-{
-    struct als_cancel *c = heap[i];
-    while (i > 0 && heap[(i - 1) / 2]->deadline > c->deadline) {
-        heap_set(i, heap[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    heap_set(i, c);
-}
-
-static void sift_down(size_t i)
-{
-    struct als_cancel *c = heap[i];
-    for (;;) {
-        size_t k = 2 * i + 1;
-        if (k >= heap_len)
-            break;
-        if (k + 1 < heap_len && heap[k + 1]->deadline < heap[k]->deadline)
-            k++;
-        if (heap[k]->deadline >= c->deadline)
-            break;
-        heap_set(i, heap[k]);
-        i = k;
-    }
-    heap_set(i, c);
-}
-
-static void heap_remove(struct als_cancel *c)
-{
-    size_t i = c->heap_at - 1;
-    c->heap_at = 0;
-    struct als_cancel *last = heap[--heap_len];
-    if (last == c)
-        return;
-    heap_set(i, last);
-    if (i > 0 && heap[(i - 1) / 2]->deadline > last->deadline)
-        sift_up(i);
-    else
-        sift_down(i);
-}
-
 /* ---- cancelling (under lock, then outside) ----------------------------- */
 
 /* Scopes whose callbacks a canceller runs once `lock` is dropped, in the
@@ -359,7 +272,7 @@ static void mark(struct als_cancel *c, struct runq *q)
     als__hb_release(&c->cancelled);
     atomic_store_explicit(&c->cancelled, true, memory_order_release);
     if (c->heap_at)
-        heap_remove(c); /* its deadline no longer matters */
+        als__deadline_remove(c); /* its deadline no longer matters */
     if (c->hooks.next != &c->hooks && try_retain(c)) {
         c->runq = NULL;
         *q->tail = c;
@@ -395,7 +308,7 @@ static void mark_tree(struct als_cancel *root, struct runq *q)
 static void run_hooks(struct als_cancel *c)
 {
     pthread_t self = pthread_self();
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&als__cancel_lock);
     for (struct als__cancel_hook *h; (h = c->hooks.next) != &c->hooks;) {
         h->prev->next = h->next;
         h->next->prev = h->prev;
@@ -408,16 +321,16 @@ static void run_hooks(struct als_cancel *c)
         c->running = h;
         c->running_id = id;
         c->run_thread = self;
-        pthread_mutex_unlock(&lock);
+        pthread_mutex_unlock(&als__cancel_lock);
         fn(arg);
         if (id > 0)
             als__free(h); /* a public callback's record is ours */
-        pthread_mutex_lock(&lock);
+        pthread_mutex_lock(&als__cancel_lock);
         c->running = NULL;
         c->running_id = 0;
-        pthread_cond_broadcast(&done_cv);
+        pthread_cond_broadcast(&als__cancel_done_cv);
     }
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&als__cancel_lock);
 }
 
 static void run_queue(struct runq *q)
@@ -438,78 +351,22 @@ int als_cancel(als_cancel_t *c)
     if (atomic_load_explicit(&c->cancelled, memory_order_acquire))
         return 0;
     struct runq q = {NULL, &q.head};
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&als__cancel_lock);
     mark_tree(c, &q);
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&als__cancel_lock);
     run_queue(&q);
     return 0;
 }
 
-/* ---- the deadline thread ----------------------------------------------- */
-
-static void *timer_main(void *unused)
+/* The deadline thread's call for an expired scope `top`, under lock; it
+ * returns with lock held (deadline.c). */
+static void expire(struct als_cancel *top)
 {
-    (void)unused;
-    pthread_mutex_lock(&lock);
-    for (;;) {
-        if (heap_len == 0) {
-            pthread_cond_wait(&timer_cv, &lock);
-            continue;
-        }
-        struct als_cancel *top = heap[0];
-        if (top->deadline > mono_ns()) {
-            struct timespec ts = {
-                .tv_sec = top->deadline / 1000000000,
-                .tv_nsec = top->deadline % 1000000000,
-            };
-            pthread_cond_timedwait(&timer_cv, &lock, &ts);
-            continue;
-        }
-        /* In the heap, hence not freed (freeing removes it under lock);
-         * it may be dying, which mark() sees and skips for callbacks. */
-        struct runq q = {NULL, &q.head};
-        mark_tree(top, &q);
-        timer_busy = true;
-        pthread_mutex_unlock(&lock);
-        run_queue(&q);
-        pthread_mutex_lock(&lock);
-        timer_busy = false;
-        pthread_cond_broadcast(&done_cv);
-    }
-    return NULL;
-}
-
-static void fork_prepare(void)
-{
-    pthread_mutex_lock(&lock);
-}
-
-static void fork_parent(void)
-{
-    pthread_mutex_unlock(&lock);
-}
-
-static void timer_cv_init(void)
-{
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&timer_cv, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
-/* The child has no deadline thread: the next scope with a deadline starts
- * one, which then serves the entries inherited too. The condition
- * variables may count waiters that did not come along: fresh ones. (As
- * with pools, a callback running in the parent at the fork never ends in
- * the child: do not use scopes across fork.) */
-static void fork_child(void)
-{
-    timer_started = false;
-    timer_busy = false;
-    timer_cv_init();
-    pthread_cond_init(&done_cv, NULL);
-    pthread_mutex_unlock(&lock);
+    struct runq q = {NULL, &q.head};
+    mark_tree(top, &q);
+    pthread_mutex_unlock(&als__cancel_lock);
+    run_queue(&q);
+    pthread_mutex_lock(&als__cancel_lock);
 }
 
 static void init(void)
@@ -517,39 +374,7 @@ static void init(void)
     struct timespec res;
     if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0 && res.tv_sec == 0)
         coarse_lag = res.tv_nsec;
-    timer_cv_init();
-    pthread_atfork(fork_prepare, fork_parent, fork_child);
-}
-
-/* Adds c to the heap, starting the deadline thread the first time. Under
- * lock. 0 or ALS_ENOMEM. */
-static int timer_add(struct als_cancel *c)
-{
-    if (!timer_started) {
-        pthread_t t;
-        pthread_attr_t at;
-        if (pthread_attr_init(&at) != 0)
-            return ALS_ENOMEM;
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        int rc = als__thread_spawn(&t, &at, timer_main, NULL);
-        pthread_attr_destroy(&at);
-        if (rc != 0)
-            return ALS_ENOMEM;
-        timer_started = true;
-    }
-    if (heap_len == heap_cap) {
-        size_t cap = heap_cap ? 2 * heap_cap : 64;
-        struct als_cancel **h = als__realloc(heap, cap * sizeof *h);
-        if (!h)
-            return ALS_ENOMEM;
-        heap = h;
-        heap_cap = cap;
-    }
-    heap_set(heap_len++, c);
-    sift_up(heap_len - 1);
-    if (heap[0] == c)
-        pthread_cond_signal(&timer_cv); /* earlier than what it waits for */
-    return 0;
+    als__deadline_init(expire);
 }
 
 /* ---- public API -------------------------------------------------------- */
@@ -570,7 +395,7 @@ als_cancel_t *als_cancel_new(int64_t timeout_ns)
         deadline = now + timeout_ns;
     struct als_cancel *parent = als__cancel_current_scope();
 
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&als__cancel_lock);
     if (parent && parent->deadline < deadline)
         deadline = parent->deadline; /* never later than the parent's */
     c->deadline = deadline;
@@ -582,9 +407,9 @@ als_cancel_t *als_cancel_new(int64_t timeout_ns)
     if (born_cancelled) {
         atomic_store_explicit(&c->cancelled, true, memory_order_relaxed);
     } else {
-        if (deadline != INT64_MAX && timer_add(c) != 0) {
+        if (deadline != INT64_MAX && als__deadline_add(c) != 0) {
             atomic_fetch_sub_explicit(&cancellable, 1, memory_order_relaxed);
-            pthread_mutex_unlock(&lock);
+            pthread_mutex_unlock(&als__cancel_lock);
             als__free(c);
             return NULL;
         }
@@ -596,14 +421,14 @@ als_cancel_t *als_cancel_new(int64_t timeout_ns)
             parent->child = c;
         }
     }
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&als__cancel_lock);
     COUNT_LIVE(1);
     return c;
 }
 
 bool als__cancel_hook_add(struct als_cancel *c, struct als__cancel_hook *h)
 {
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&als__cancel_lock);
     bool add = !als__cancel_is_cancelled(c);
     if (add) {
         h->next = &c->hooks;
@@ -611,7 +436,7 @@ bool als__cancel_hook_add(struct als_cancel *c, struct als__cancel_hook *h)
         h->prev->next = h;
         c->hooks.prev = h;
     }
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&als__cancel_lock);
     return add;
 }
 
@@ -621,12 +446,12 @@ static void wait_not_running(struct als_cancel *c, const struct als__cancel_hook
 {
     while ((h ? c->running == h : c->running_id == id) &&
            !pthread_equal(c->run_thread, pthread_self()))
-        pthread_cond_wait(&done_cv, &lock);
+        pthread_cond_wait(&als__cancel_done_cv, &als__cancel_lock);
 }
 
 bool als__cancel_hook_remove(struct als_cancel *c, struct als__cancel_hook *h)
 {
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&als__cancel_lock);
     bool removed = h->next != NULL;
     if (removed) {
         h->prev->next = h->next;
@@ -635,7 +460,7 @@ bool als__cancel_hook_remove(struct als_cancel *c, struct als__cancel_hook *h)
     } else {
         wait_not_running(c, h, 0);
     }
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&als__cancel_lock);
     return removed;
 }
 
@@ -662,7 +487,7 @@ int als_cancel_off(als_cancel_t *c, int64_t id)
     if (!c || id <= 0)
         return ALS_EINVAL;
     struct als__cancel_hook *found = NULL;
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&als__cancel_lock);
     for (struct als__cancel_hook *h = c->hooks.next; h != &c->hooks; h = h->next) {
         if (h->id == id) {
             h->prev->next = h->next;
@@ -673,7 +498,7 @@ int als_cancel_off(als_cancel_t *c, int64_t id)
     }
     if (!found)
         wait_not_running(c, NULL, id);
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&als__cancel_lock);
     als__free(found);
     return found ? 0 : ALS_EINVAL;
 }
