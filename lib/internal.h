@@ -487,6 +487,13 @@ static inline struct als_cancel *als__cancel_of_frame(const struct als_snapshot 
 /* Whether `c` is cancelled or past its deadline (false for NULL). No lock;
  * reads the clock only when c has a deadline. */
 bool als__cancel_is_cancelled(const struct als_cancel *c);
+
+/* Whether the scope captured in frame `f` is cancelled (false: none). */
+static inline bool als__frame_cancelled(const struct als_snapshot *f)
+{
+    const struct als_cancel *c = als__cancel_of_frame(f);
+    return c && als__cancel_is_cancelled(c);
+}
 /* c's deadline: absolute CLOCK_MONOTONIC ns (the clock of als__now_ns in
  * lib/pool/pool.h), INT64_MAX for none or NULL. Never later than its
  * parent's. For a wait inside a scope: wake at min(own timeout, this). */

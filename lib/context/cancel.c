@@ -59,18 +59,6 @@ long als__test_cancel_live(void)
 #define COUNT_LIVE(d) ((void)0)
 #endif
 
-static int64_t clock_ns(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t mono_ns(void)
-{
-    return als__deadline_now();
-}
-
 /* How far CLOCK_MONOTONIC_COARSE (the time of the last tick: a few ns to
  * read, where CLOCK_MONOTONIC costs 20 to 60 ns under a hypervisor's
  * clock) may lag CLOCK_MONOTONIC: its resolution. INT64_MAX: no coarse
@@ -83,9 +71,9 @@ static int64_t coarse_lag = INT64_MAX;
  * more, only this poll is late: the deadline thread sets the flag. */
 static bool past(int64_t deadline)
 {
-    if (coarse_lag != INT64_MAX && clock_ns(CLOCK_MONOTONIC_COARSE) < deadline - coarse_lag)
+    if (coarse_lag != INT64_MAX && als__deadline_clock(CLOCK_MONOTONIC_COARSE) < deadline - coarse_lag)
         return false;
-    return mono_ns() >= deadline;
+    return als__deadline_now() >= deadline;
 }
 
 /* ---- references -------------------------------------------------------- */
@@ -226,7 +214,7 @@ int64_t als_deadline_remaining(void)
         return 0;
     if (c->deadline == INT64_MAX)
         return INT64_MAX;
-    int64_t left = c->deadline - mono_ns();
+    int64_t left = c->deadline - als__deadline_now();
     return left > 0 ? left : 0;
 }
 
@@ -389,7 +377,7 @@ als_cancel_t *als_cancel_new(int64_t timeout_ns)
         return NULL;
     atomic_init(&c->refs, 1);
     c->hooks.next = c->hooks.prev = &c->hooks;
-    int64_t now = mono_ns();
+    int64_t now = als__deadline_now();
     int64_t deadline = INT64_MAX; /* a timeout too far away is none */
     if (timeout_ns >= 0 && timeout_ns < INT64_MAX - now)
         deadline = now + timeout_ns;

@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <time.h>
 
 struct als_cancel {
     _Atomic uint32_t refs;
@@ -32,8 +33,13 @@ struct als_cancel {
 extern pthread_mutex_t als__cancel_lock;
 extern pthread_cond_t als__cancel_done_cv;
 
-/* CLOCK_MONOTONIC in ns: the clock of every deadline. */
-int64_t als__deadline_now(void);
+/* Clock `id` in ns; als__deadline_now: CLOCK_MONOTONIC, the clock of
+ * every deadline. */
+int64_t als__deadline_clock(clockid_t id);
+static inline int64_t als__deadline_now(void)
+{
+    return als__deadline_clock(CLOCK_MONOTONIC);
+}
 /* Once, before any deadline: `expire` is what the deadline thread calls
  * for a scope whose deadline passed, under als__cancel_lock, which it must
  * hold again when it returns. Also installs the fork handlers. */

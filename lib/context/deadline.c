@@ -21,10 +21,10 @@ static bool timer_started;       /* under lock */
 static bool timer_busy;          /* under lock: running callbacks, releasing */
 static void (*expire)(struct als_cancel *c);
 
-int64_t als__deadline_now(void)
+int64_t als__deadline_clock(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 

@@ -102,8 +102,7 @@ ALS__HOT int task_new(als_pool_t *pool, const struct als__spec *sp, struct als__
      * goes away, and exists before anything binds it). */
     if (ALS__UNLIKELY(als__scopes_exist())) {
         t->check = true;
-        const struct als_cancel *c = sp->frame || detached ? NULL : als__cancel_of_frame(t->frame);
-        if (c && als__cancel_is_cancelled(c)) {
+        if (!sp->frame && !detached && als__frame_cancelled(t->frame)) {
             als__task_discard(pool, t);
             return ALS_ECANCELED;
         }
@@ -327,7 +326,7 @@ static void pool_memory_free(als_pool_t *pool)
 {
     for (unsigned i = 0; pool->workers && i < pool->nthreads; i++)
         als__queue_fini(&pool->workers[i].local); /* never set up: no-op */
-    for (unsigned i = 0; pool->inboxes && i < pool->ninboxes; i++)
+    for (unsigned i = 0; i < pool->ninboxes; i++)
         als__queue_fini(&pool->inboxes[i]);
     free(pool->inboxes);
     als__queue_fini(&pool->q);
@@ -413,7 +412,9 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
         ok = als__queue_init(&pool->workers[i].local, LOCAL_CAP) == 0;
     if (ok && ninboxes) {
         ok = (pool->inboxes = aligned_zalloc(ninboxes * sizeof *pool->inboxes)) != NULL;
-        for (unsigned i = 0; ok && i < ninboxes; i++, pool->ninboxes = i)
+        if (ok)
+            pool->ninboxes = ninboxes; /* zeroed: fini is a no-op until set up */
+        for (unsigned i = 0; ok && i < ninboxes; i++)
             ok = als__queue_init(&pool->inboxes[i], INBOX_CAP) == 0;
         for (unsigned i = 0; ok && i < n; i++) {
             unsigned g = i / INBOX_GROUP;

@@ -59,9 +59,10 @@ struct als__spec {
  * is cancelled when it would start is cancelled instead, as a CANCEL
  * shutdown cancels it. A submit refuses with ALS_ECANCELED, queueing and
  * counting nothing, when the caller's own scope is cancelled already:
- * als__task_new applies als__refuse_cancelled() (0 or ALS_ECANCELED) to
- * every task that captures the caller's context; a layer above that
- * captures a frame itself (als_future_then) applies it first. */
+ * als__task_new checks the scope of every context it captures (after the
+ * capture, where it costs least); submit_inline and a layer above that
+ * captures a frame itself (als_future_then) apply als__refuse_cancelled()
+ * (0 or ALS_ECANCELED) first. */
 static inline int als__refuse_cancelled(void)
 {
     struct als_cancel *c = als__cancel_current_scope();

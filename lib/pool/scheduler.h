@@ -222,14 +222,14 @@ bool als__local_push(struct worker *w, struct als__task *t);
 bool als__backlog_deep(const struct worker *w);
 bool als__push_wait(als_pool_t *pool, struct als__task *t, bool any_state);
 bool als__has_work(als_pool_t *pool);
+bool als__inbox_push(als_pool_t *pool, struct als__task *t);
+bool als__local_idle(const struct worker *w);
+struct als__task *als__task_take(struct worker *w);
 
 /* fork.c: the registry of live pools (a fork() child's copies stop). */
 bool als__fork_init(void); /* once; false: pthread_atfork failed */
 void als__pool_list(als_pool_t *pool);
 void als__pool_unlist(als_pool_t *pool);
-bool als__inbox_push(als_pool_t *pool, struct als__task *t);
-bool als__local_idle(const struct worker *w);
-struct als__task *als__task_take(struct worker *w);
 
 /* worker.c */
 void *als__worker_main(void *arg);

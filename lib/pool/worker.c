@@ -133,10 +133,7 @@ static void task_failed(struct worker *w, struct als__task *t, int rc, uint64_t 
 /* Whether t may start as far as its scope and its admit hook go. */
 static bool task_admitted(struct als__task *t)
 {
-    const struct als_cancel *c = als__cancel_of_frame(t->frame);
-    if (c && als__cancel_is_cancelled(c))
-        return false;
-    return !t->admit || t->admit(t->done_ctx);
+    return !als__frame_cancelled(t->frame) && (!t->admit || t->admit(t->done_ctx));
 }
 
 /* Whether task t starts (else the caller cancels it): not when a CANCEL
