@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #ifdef ALS_FAULT_INJECTION
 static _Atomic long fail_countdown;   /* 0: off; 1: the next one fails */
@@ -68,6 +69,15 @@ void *als__calloc(size_t n, size_t size)
 void *als__realloc(void *p, size_t size)
 {
     return FAIL() ? NULL : realloc(p, size);
+}
+
+void *als__zalloc_aligned(size_t size)
+{
+    size = (size + ALS__CACHELINE - 1) & ~(size_t)(ALS__CACHELINE - 1);
+    void *p = FAIL() ? NULL : aligned_alloc(ALS__CACHELINE, size);
+    if (p)
+        memset(p, 0, size);
+    return p;
 }
 
 void als__free(void *p)

@@ -69,6 +69,8 @@ void *als__calloc(size_t n, size_t size);
  * failure to surface and fault injection leaves it alone. */
 void *als__malloc_soft(size_t size);
 void *als__realloc(void *p, size_t size);
+/* Zeroed, on a cache-line boundary (ALS__CACHELINE); freed with als__free. */
+void *als__zalloc_aligned(size_t size);
 void als__free(void *p);
 #ifdef ALS_FAULT_INJECTION
 /* Test builds only: the n-th allocation from now fails (n >= 1), and so do

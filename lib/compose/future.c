@@ -122,6 +122,7 @@ static void cancel_all(struct cont *work)
 static int future_run(void *f);
 static void future_done(void *f, int rc, bool cancelled);
 static bool future_admit(void *f);
+static const struct als__task_hooks future_hooks = { .done = future_done, .admit = future_admit };
 
 /* Submits continuation c with its source's result; the task takes over
  * c's references. On failure the target is cancelled (a pool freed since
@@ -133,7 +134,7 @@ static int cont_submit(struct cont *c, void *result, bool in_then)
     c->target->arg = result;
     struct als__spec sp = {
         .fn = future_run, .arg = c->target, .frame = c->frame,
-        .done = future_done, .done_ctx = c->target, .admit = future_admit,
+        .hooks = &future_hooks, .hook_ctx = c->target,
         .trigger_id = c->trigger_id, .no_reject = true,
     };
     struct als__task *t;
@@ -222,7 +223,7 @@ int als_submit_future(als_pool_t *pool, als_fn fn, void *arg, als_future_t **out
     if (!f)
         return ALS_ENOMEM;
     struct als__spec sp = {
-        .fn = future_run, .arg = f, .done = future_done, .done_ctx = f, .admit = future_admit,
+        .fn = future_run, .arg = f, .hooks = &future_hooks, .hook_ctx = f,
     };
     int rc = als__submit(pool, &sp);
     if (rc) {

@@ -96,6 +96,8 @@ static void group_task_end(void *ctx, int rc, bool cancelled)
     group_unref(g);
 }
 
+static const struct als__task_hooks group_hooks = { .done = group_task_end };
+
 int als_group_submit(als_group_t *g, als_pool_t *pool, als_task_fn fn, void *arg)
 {
     if (!g || !pool || !fn)
@@ -110,7 +112,7 @@ int als_group_submit(als_group_t *g, als_pool_t *pool, als_task_fn fn, void *arg
     atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&g->pending, 1, memory_order_relaxed);
     struct als__spec sp = {
-        .fn = fn, .arg = arg, .frame = frame, .done = group_task_end, .done_ctx = g,
+        .fn = fn, .arg = arg, .frame = frame, .hooks = &group_hooks, .hook_ctx = g,
     };
     int rc = als__submit(pool, &sp); /* takes the frame in every case */
     if (rc) {

@@ -13,11 +13,11 @@
 #include "scheduler.h"
 #include "tsan.h"
 
+#include <assert.h>
 #include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 /* ---- accepting ---------------------------------------------------------- */
@@ -88,11 +88,13 @@ ALS__HOT int task_new(als_pool_t *pool, const struct als__spec *sp, struct als__
     }
     t->fn = sp->fn;
     t->arg = sp->arg;
-    t->cancel = sp->cancel;
-    t->done = sp->done;
-    t->done_ctx = sp->done_ctx;
-    t->admit = sp->admit;
-    t->check = sp->admit != NULL;
+    assert(!(sp->hooks && sp->cancel)); /* they share a field */
+    t->hooks = sp->hooks;
+    if (sp->hooks)
+        t->u.hook_ctx = sp->hook_ctx;
+    else
+        t->u.cancel = sp->cancel;
+    t->check = sp->hooks && sp->hooks->admit;
     /* A capture of a cancelled scope is refused (a given frame, a
      * continuation's, was captured when its then() was accepted). Until
      * a scope exists this costs one load, read here at the end: a value
@@ -366,20 +368,6 @@ void *als__pool_ext(als_pool_t *pool, const struct als__pool_ext *ops,
     return ext;
 }
 
-static void *aligned_zalloc(size_t size)
-{
-    size = (size + ALS__CACHELINE - 1) & ~(size_t)(ALS__CACHELINE - 1);
-    /* Through als__malloc's hook: fail first if a test asks. */
-    void *probe = als__malloc(1);
-    if (!probe)
-        return NULL;
-    als__free(probe);
-    void *p = aligned_alloc(ALS__CACHELINE, size);
-    if (p)
-        memset(p, 0, size);
-    return p;
-}
-
 als_pool_t *als_pool_new(const als_pool_options *opts)
 {
     als_pool_options o = opts ? *opts : (als_pool_options){ 0 };
@@ -390,13 +378,13 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
 
     if (!als__tasks_init() || !als__fork_init())
         return NULL;
-    als_pool_t *pool = aligned_zalloc(sizeof *pool);
+    als_pool_t *pool = als__zalloc_aligned(sizeof *pool);
     if (!pool)
         return NULL;
-    pool->workers = aligned_zalloc((size_t)n * sizeof *pool->workers);
+    pool->workers = als__zalloc_aligned((size_t)n * sizeof *pool->workers);
     pool->nthreads = n;
     pool->idle_words = (n + 63) / 64;
-    pool->idle = aligned_zalloc(pool->idle_words * sizeof *pool->idle);
+    pool->idle = als__zalloc_aligned(pool->idle_words * sizeof *pool->idle);
     if (cap < 4) { /* see ring_push */
         pool->small_cap = cap;
         cap = 4;
@@ -411,7 +399,7 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     for (unsigned i = 0; ok && pool->locals && i < n; i++)
         ok = als__queue_init(&pool->workers[i].local, LOCAL_CAP) == 0;
     if (ok && ninboxes) {
-        ok = (pool->inboxes = aligned_zalloc(ninboxes * sizeof *pool->inboxes)) != NULL;
+        ok = (pool->inboxes = als__zalloc_aligned(ninboxes * sizeof *pool->inboxes)) != NULL;
         if (ok)
             pool->ninboxes = ninboxes; /* zeroed: fini is a no-op until set up */
         for (unsigned i = 0; ok && i < ninboxes; i++)

@@ -15,24 +15,42 @@
  * inside it); `cancelled`: fn never ran (a CANCEL shutdown). */
 typedef void (*als__done_fn)(void *ctx, int rc, bool cancelled);
 
-/* A task record (lib/pool/task.c recycles them). */
+/* What a layer above learns and decides about its tasks: one static table
+ * per kind of task (future.c, group.c), so that a record keeps one
+ * pointer for all of it. */
+struct als__task_hooks {
+    als__done_fn done;            /* required */
+    /* Or NULL. Asked when the task is about to start: false cancels it
+     * (its cancel callback runs, stats count it cancelled, `done` says
+     * cancelled). Called once at most. */
+    bool (*admit)(void *ctx);
+};
+
+/* A task record (lib/pool/task.c recycles them): one cache line, aligned.
+ * Records sit side by side in slabs and pass between threads: at 80
+ * unaligned bytes, a submitter filling one record wrote to the line a
+ * worker was reading the previous one from (bench/pool spawn_many, one
+ * outside submitter: false sharing on every task). */
 struct als__task {
+    _Alignas(ALS__CACHELINE)
     struct als__task *next;       /* free-list link; while running: the
                                      task it runs inside (worker.cur) */
+    als_task_fn fn;
+    void *arg;
+    struct als_snapshot *frame;   /* one reference, consumed by the worker */
+    uint64_t trigger_id;
+    const struct als__task_hooks *hooks; /* or NULL */
+    union {
+        void *hook_ctx;           /* with hooks: their argument */
+        void (*cancel)(void *arg); /* without: the submitter's, or NULL */
+    } u;
     unsigned chain_n;             /* records in a free chain (first record) */
     unsigned short gen;           /* drain generation (0 or 1, see drain) */
     bool check;                   /* its start looks at its frame's scope
                                      or asks `admit` (worker.c task_start):
                                      one byte to test while no scope exists */
-    als_task_fn fn;
-    void *arg;
-    void (*cancel)(void *arg);
-    struct als_snapshot *frame;   /* one reference, consumed by the worker */
-    uint64_t trigger_id;
-    als__done_fn done;            /* or NULL */
-    void *done_ctx;
-    bool (*admit)(void *done_ctx); /* or NULL; false: cancel it instead */
 };
+_Static_assert(sizeof(struct als__task) == ALS__CACHELINE, "a task record is one line");
 
 /* What to submit. `frame` NULL: capture the caller's context (or none with
  * ALS_TASK_DETACHED); otherwise a reference the task takes over (in every
@@ -43,12 +61,8 @@ struct als__spec {
     void (*cancel)(void *arg);
     unsigned flags;
     struct als_snapshot *frame;
-    als__done_fn done;
-    void *done_ctx;
-    /* Asked when the task is about to start: false cancels it (its cancel
-     * callback runs, stats count it cancelled, `done` says cancelled).
-     * Called once at most; NULL: always start. */
-    bool (*admit)(void *done_ctx);
+    const struct als__task_hooks *hooks; /* or NULL; with hooks no cancel */
+    void *hook_ctx;
     uint64_t trigger_id;          /* 0: the caller's execution id */
     bool no_reject;               /* accepted earlier (a continuation):
                                      a full REJECT pool blocks or runs it
@@ -96,9 +110,9 @@ bool als__pool_cancelling(const als_pool_t *pool);
 const char *als__pool_name(const als_pool_t *pool);
 
 /* Whether the calling thread is running, at any depth, a task whose
- * completion context is `done_ctx`: waiting for it here would wait for
+ * hooks' context is `hook_ctx`: waiting for it here would wait for
  * itself. */
-bool als__runs_own(const void *done_ctx);
+bool als__runs_own(const void *hook_ctx);
 
 /* One more reference to the pool's memory (not to its workers), and its
  * release: the last one frees the memory of a pool freed already. */

@@ -21,6 +21,7 @@ int als__queue_init(struct als__queue *q, unsigned size)
     if (!q->buf)
         return ALS_ENOMEM;
     ck_ring_init(&q->ring, size);
+    q->p_head = 0;
     q->c_seen = 0;
     return 0;
 }
@@ -42,7 +43,7 @@ static ck_ring_buffer_t *reserve(struct als__queue *q, unsigned *ticket)
 {
     struct ck_ring *ring = &q->ring;
     const unsigned mask = ring->mask;
-    unsigned producer = ck_pr_load_uint(&ring->p_head);
+    unsigned producer = ck_pr_load_uint(&q->p_head);
     for (;;) {
         unsigned consumer = ck_pr_load_uint(&q->c_seen);
         if (ALS__UNLIKELY(producer - consumer >= mask)) {
@@ -55,7 +56,7 @@ static ck_ring_buffer_t *reserve(struct als__queue *q, unsigned *ticket)
             ck_pr_fence_acquire();
             if (producer - consumer >= mask) {
                 ck_pr_fence_load();
-                unsigned now = ck_pr_load_uint(&ring->p_head);
+                unsigned now = ck_pr_load_uint(&q->p_head);
                 if (now == producer)
                     return NULL; /* full */
                 producer = now;
@@ -66,7 +67,7 @@ static ck_ring_buffer_t *reserve(struct als__queue *q, unsigned *ticket)
         } else {
             ck_pr_fence_acquire(); /* pairs with the release above */
         }
-        if (ck_pr_cas_uint_value(&ring->p_head, producer, producer + 1, &producer))
+        if (ck_pr_cas_uint_value(&q->p_head, producer, producer + 1, &producer))
             break;
     }
     *ticket = producer;

@@ -14,6 +14,10 @@
 struct als__queue {
     ck_ring_t ring;               /* ck pads head and tail to cache lines */
     ck_ring_buffer_t *buf;
+    /* The producers' own line (queue.c reserve): ck keeps its producer
+     * head beside the tail that consumers poll, so every poll took the
+     * head's line from the producer. Unused by owner-only pushes. */
+    _Alignas(CK_MD_CACHELINE) unsigned p_head;
     unsigned c_seen;              /* the consumer head as a producer last
                                      read it (queue.c als__queue_push) */
 };

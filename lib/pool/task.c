@@ -60,7 +60,7 @@ bool als__tasks_init(void)
 
 static struct als__task *slab_new(void)
 {
-    struct slab *sl = als__malloc(sizeof *sl);
+    struct slab *sl = als__zalloc_aligned(sizeof *sl);
     if (!sl)
         return NULL;
     pthread_mutex_lock(&slabs_mu);

@@ -81,8 +81,8 @@ void als__worker_flush(struct worker *w)
 static void task_finish(struct worker *w, struct als__task *t, int rc, bool cancelled)
 {
     struct als_snapshot *f = t->frame;
-    als__done_fn done = t->done;
-    void *ctx = t->done_ctx;
+    als__done_fn done = t->hooks ? t->hooks->done : NULL;
+    void *ctx = t->u.hook_ctx;
     unsigned gen = t->gen;
     als__task_recycle(t);
     if (f != &als__empty_frame) {
@@ -105,10 +105,11 @@ static void task_finish(struct worker *w, struct als__task *t, int rc, bool canc
 /* A task that will not run: its cancel callback runs in its context. */
 static void task_cancel(struct worker *w, struct als__task *t)
 {
-    if (t->cancel) {
+    void (*cancel)(void *arg) = t->hooks ? NULL : t->u.cancel;
+    if (cancel) {
         struct als__scope s;
         als__scope_open_frame(&s, t->frame, true, ALS__ID_LAZY, t->trigger_id);
-        t->cancel(t->arg);
+        cancel(t->arg);
         als__scope_end(&s);
     }
     als__bump(&w->cancelled, memory_order_relaxed);
@@ -133,7 +134,8 @@ static void task_failed(struct worker *w, struct als__task *t, int rc, uint64_t 
 /* Whether t may start as far as its scope and its admit hook go. */
 static bool task_admitted(struct als__task *t)
 {
-    return !als__frame_cancelled(t->frame) && (!t->admit || t->admit(t->done_ctx));
+    return !als__frame_cancelled(t->frame) &&
+           (!t->hooks || !t->hooks->admit || t->hooks->admit(t->u.hook_ctx));
 }
 
 /* Whether task t starts (else the caller cancels it): not when a CANCEL
@@ -176,11 +178,11 @@ static void task_end(struct worker *w, struct als__task *t, int rc, uint64_t id)
     task_finish(w, t, rc, false);
 }
 
-bool als__runs_own(const void *done_ctx)
+bool als__runs_own(const void *hook_ctx)
 {
     struct worker *w = als__self;
     for (const struct als__task *t = w ? w->cur : NULL; t; t = t->next)
-        if (t->done_ctx == done_ctx)
+        if (t->hooks && t->u.hook_ctx == hook_ctx)
             return true;
     return false;
 }
