@@ -437,6 +437,7 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
         w->pool = pool;
         w->index = i;
         w->rng = i * 2654435761u + 1; /* xorshift: never 0 */
+        w->poll = POLL_MIN;
         if (als__thread_spawn(&w->thread, NULL, als__worker_main, w) != 0) {
             atomic_store_explicit(&pool->state, STOPPED, memory_order_seq_cst);
             als__wake_all(pool);
@@ -478,7 +479,7 @@ int als_pool_drain(als_pool_t *pool)
          * promises: tasks run on the pool's named workers, and a
          * one-worker pool starts them in order.) */
         if (spins < DRAIN_SPIN) {
-            for (int k = 0; k < POLL_PAUSES; k++)
+            for (int k = 0; k < DRAIN_PAUSES; k++)
                 ALS__CPU_RELAX();
             sched_yield();
             continue;

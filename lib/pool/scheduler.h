@@ -28,8 +28,9 @@
 #define MAX_CAPACITY (1u << 30)
 #define LIFO_MAX 32     /* LIFO-slot tasks in a row before looking at the ring */
 #define BATCH 64        /* tasks a worker may finish before publishing */
-#define SPIN 64         /* empty polls before parking (about 20-50 us) */
-#define POLL_PAUSES 32  /* pauses between two polls of the ring */
+#define SPIN_PAUSES 2048 /* pauses before parking (about 40 us) */
+#define POLL_MIN 32     /* pauses between two polls of the queues, */
+#define POLL_MAX 256    /* adapted between these (worker.c worker_spin) */
 #define POP_BATCH 4     /* ring tasks a worker may take with one claim */
 #define LOCAL_CAP 256   /* a worker's own queue (BLOCK pools, sched.c) */
 #define STEAL_MAX (LOCAL_CAP / 2) /* tasks a thief takes at once, at most */
@@ -45,6 +46,7 @@
 #define HELP_NAP_NS (1000 * 1000) /* a helping waiter's nap between looks */
 #define DRAIN_POLL_NS (1000 * 1000) /* a drain's re-check period (pool.c) */
 #define DRAIN_SPIN 64   /* a drain's looks before it sleeps (pool.c) */
+#define DRAIN_PAUSES 32 /* pauses between two of its looks */
 
 enum als__pool_state { RUNNING = 0, DRAINING = 1, CANCELLING = 2, STOPPED = 3 };
 
@@ -67,6 +69,7 @@ struct worker {
                                      this thread pushes, anyone pops */
     struct als__queue *inbox;     /* its group's inbox (sched.c), or NULL */
     uint32_t rng;                 /* where stealing starts (xorshift) */
+    unsigned poll;                /* pauses between polls (worker_spin) */
     unsigned tick;                /* takes, for the shared queue's turn */
     unsigned streak;              /* LIFO-slot tasks taken in a row */
     uintptr_t inline_floor;       /* inline runs only above this stack address */
