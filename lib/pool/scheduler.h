@@ -181,9 +181,11 @@ static inline struct als__task *als__task_alloc(void)
         return als__task_alloc_slow();
     als__task_cache.list = t->next;
     als__task_cache.n--;
-    /* The next record's line, for writing: records come back from the
-     * workers that ran them, so it is likely in another CPU's cache, and
-     * fetching it now overlaps the miss with this submit. */
+    /* The next record's line: records come back from the workers that
+     * ran them, so it is likely in another CPU's cache, and fetching it
+     * now overlaps the miss with this submit (spawn_many and ctx4, 2-4
+     * workers: 7-15% faster). Without -mprfchw GCC emits PREFETCHT0 here;
+     * PREFETCHW, tried by hand, measured no better. */
     __builtin_prefetch(t->next, 1);
     return t;
 }
