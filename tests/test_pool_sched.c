@@ -909,6 +909,81 @@ static void drain_runs_local_queues_and_inboxes(void **state)
     sd_end(&sd);
 }
 
+/* ==== drain across outside submitters ================================== */
+
+/* Outside submits are counted on several lines (the thread picks one): a
+ * drain must wait for the tasks of every outside thread, and the stats
+ * must count each of them once. Each task passes a gate, so none can end
+ * before every submit is in; the drainer notes how many had ended when
+ * its drain returned. A drain that missed a line would return early (its
+ * sum reaching 0 with tasks left) or never (done outgrowing the sum:
+ * ctest's timeout); summing one line of eight hangs this file. */
+#define OUT_THREADS 8
+#define OUT_TASKS 40
+
+struct out_run {
+    als_pool_t *pool;
+    struct gate gate;
+    atomic_int ended, bad_rc;
+    int ended_at_drain;
+};
+
+static int out_task(void *arg)
+{
+    struct out_run *r = arg;
+    gate_pass(&r->gate);
+    atomic_fetch_add(&r->ended, 1);
+    return 0;
+}
+
+static void *out_submitter(void *arg)
+{
+    struct out_run *r = arg;
+    for (int i = 0; i < OUT_TASKS; i++)
+        if (als_submit(r->pool, out_task, r) != 0)
+            atomic_fetch_add(&r->bad_rc, 1);
+    return NULL;
+}
+
+static void *out_drainer(void *arg)
+{
+    struct out_run *r = arg;
+    if (als_pool_drain(r->pool) != 0)
+        atomic_fetch_add(&r->bad_rc, 1);
+    r->ended_at_drain = atomic_load(&r->ended);
+    return NULL;
+}
+
+static void drain_waits_for_every_outside_thread(void **state)
+{
+    (void)state;
+    static struct out_run r;
+    r = (struct out_run){0};
+    gate_init(&r.gate);
+    als_pool_options o = {.threads = WORKERS, .queue_capacity = 1024};
+    r.pool = als_pool_new(&o);
+    assert_non_null(r.pool);
+    pthread_t t[OUT_THREADS], d;
+    for (int i = 0; i < OUT_THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, out_submitter, &r), 0);
+    for (int i = 0; i < OUT_THREADS; i++)
+        pthread_join(t[i], NULL);
+    /* Every submit is in; the workers hold WORKERS tasks at the gate. */
+    gate_await_arrivals(&r.gate, WORKERS);
+    assert_int_equal(pthread_create(&d, NULL, out_drainer, &r), 0);
+    gate_open(&r.gate);
+    pthread_join(d, NULL);
+    assert_int_equal(atomic_load(&r.bad_rc), 0);
+    assert_int_equal(r.ended_at_drain, OUT_THREADS * OUT_TASKS);
+    als_pool_stats s;
+    get_stats(r.pool, &s);
+    assert_balanced(&s);
+    assert_int_equal(s.submitted, OUT_THREADS * OUT_TASKS);
+    assert_int_equal(s.completed, OUT_THREADS * OUT_TASKS);
+    als_pool_free(r.pool);
+    gate_destroy(&r.gate);
+}
+
 /* ==== stats sanity ====================================================== */
 
 _Static_assert(ALS_POOL_STATS_VERSION >= 2, "parks, wakeups and steals are counted");
@@ -1015,6 +1090,7 @@ int main(void)
         cmocka_unit_test(one_worker_keeps_outside_order),
         cmocka_unit_test(cancel_reaches_local_queues_and_inboxes),
         cmocka_unit_test(drain_runs_local_queues_and_inboxes),
+        cmocka_unit_test(drain_waits_for_every_outside_thread),
         cmocka_unit_test(stats_balanced_and_counters_monotonic),
     };
     return cmocka_run_group_tests_name("pool_sched", tests, NULL, NULL);

@@ -19,6 +19,15 @@
 #include "scheduler.h"
 #include "tsan.h"
 
+/* Outside submits of generation `gen`, summed over the shards. */
+static uint64_t ext_submitted(const als_pool_t *pool, unsigned gen, memory_order order)
+{
+    uint64_t n = 0;
+    for (unsigned s = 0; s < EXT_SHARDS; s++)
+        n += atomic_load_explicit(&pool->ext_count[s].submitted[gen], order);
+    return n;
+}
+
 /* Accepted tasks of drain generation `gen` (0 or 1; 2: both) not yet
  * finished; never underestimates (see top). */
 uint64_t als__in_flight(const als_pool_t *pool, unsigned gen)
@@ -33,7 +42,7 @@ uint64_t als__in_flight(const als_pool_t *pool, unsigned gen)
             submitted += atomic_load_explicit(&pool->workers[i].submitted[g],
                                               memory_order_seq_cst);
     for (unsigned g = lo; g <= hi; g++)
-        submitted += atomic_load_explicit(&pool->ext_submitted[g], memory_order_seq_cst);
+        submitted += ext_submitted(pool, g, memory_order_seq_cst);
     return submitted - done;
 }
 
@@ -68,6 +77,14 @@ bool als__idle_watched(const als_pool_t *pool)
 
 /* Takes back an accepted count of generation `gen` (the task was refused
  * after all, or moves to a newer generation). */
+/* The calling outside thread's counter of generation `gen`. An unaccept
+ * from the same thread finds the same one (only the sum matters anyway:
+ * the shards wrap like the sum does). */
+static _Atomic uint64_t *ext_counter(als_pool_t *pool, unsigned gen)
+{
+    return &pool->ext_count[als__thread_hash() % EXT_SHARDS].submitted[gen];
+}
+
 void als__unaccept(als_pool_t *pool, struct worker *w, unsigned gen)
 {
     if (w)
@@ -75,7 +92,7 @@ void als__unaccept(als_pool_t *pool, struct worker *w, unsigned gen)
                               atomic_load_explicit(&w->submitted[gen], memory_order_relaxed) - 1,
                               memory_order_seq_cst);
     else
-        atomic_fetch_sub_explicit(&pool->ext_submitted[gen], 1, memory_order_seq_cst);
+        atomic_fetch_sub_explicit(ext_counter(pool, gen), 1, memory_order_seq_cst);
     if (als__idle_watched(pool))
         als__idle_check(pool);
 }
@@ -101,7 +118,7 @@ unsigned als__accept_count(als_pool_t *pool, struct worker *w)
         if (w)
             als__bump(&w->submitted[gen], memory_order_seq_cst);
         else
-            atomic_fetch_add_explicit(&pool->ext_submitted[gen], 1, memory_order_seq_cst);
+            atomic_fetch_add_explicit(ext_counter(pool, gen), 1, memory_order_seq_cst);
         uint32_t now = atomic_load_explicit(&pool->drain_gen, memory_order_seq_cst);
         if (now == e)
             return gen;
@@ -152,8 +169,8 @@ int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out)
         submitted += atomic_load_explicit(&w->submitted[0], memory_order_relaxed);
         submitted += atomic_load_explicit(&w->submitted[1], memory_order_relaxed);
     }
-    submitted += atomic_load_explicit(&pool->ext_submitted[0], memory_order_relaxed);
-    submitted += atomic_load_explicit(&pool->ext_submitted[1], memory_order_relaxed);
+    submitted += ext_submitted(pool, 0, memory_order_relaxed) +
+                 ext_submitted(pool, 1, memory_order_relaxed);
     uint64_t steals = 0, parks = 0, wakeups = atomic_load_explicit(&pool->ext_wakeups, memory_order_relaxed),
              sub_wakeups = atomic_load_explicit(&pool->ext_submitter_wakeups, memory_order_relaxed);
     for (unsigned i = 0; i < pool->nthreads; i++) {

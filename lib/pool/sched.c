@@ -84,9 +84,8 @@ bool als__has_work(als_pool_t *pool)
 }
 
 /* Where this thread deals its next outside submit, plus one (0: not yet):
- * a rotation per thread, started at a place of its own (from its TLS
- * address) so that submitters starting together do not all begin at
- * worker 0. */
+ * a rotation per thread, started at a place of its own (als__thread_hash)
+ * so that submitters starting together do not all begin at worker 0. */
 static _Thread_local unsigned deal __attribute__((tls_model("initial-exec")));
 
 /* Pushes an outside submit to the next inbox of this thread's rotation.
@@ -95,7 +94,7 @@ bool als__inbox_push(als_pool_t *pool, struct als__task *t)
 {
     unsigned n = pool->ninboxes, i = deal;
     if (ALS__UNLIKELY(i == 0 || i > n)) /* first deal, or a smaller pool */
-        i = (unsigned)((uintptr_t)&deal >> 6) * 2654435761u % n + 1;
+        i = als__thread_hash() % n + 1;
     deal = i < n ? i + 1 : 1;
     return als__queue_push(&pool->inboxes[i - 1], t);
 }

@@ -36,6 +36,7 @@
 #define STEAL_MAX (LOCAL_CAP / 2) /* tasks a thief takes at once, at most */
 #define INBOX_CAP 64    /* an inbox for outside submits (sched.c): 63 tasks */
 #define INBOX_GROUP 4   /* workers per inbox (pools of 2 * INBOX_GROUP or more) */
+#define EXT_SHARDS 8    /* counters of outside submits (count.c) */
 #define SHARED_TURN 61  /* every this many takes, the shared queue first
                            (Tokio's global_queue_interval) */
 #define INLINE_PER_WORKER 64 /* ring backlog per worker that makes a worker's
@@ -97,9 +98,13 @@ struct als_pool {
     struct als__queue *inboxes;   /* [ninboxes]: outside submits (sched.c) */
     unsigned ninboxes;            /* 0: none */
     _Atomic unsigned small_len;
-    _Alignas(ALS__CACHELINE) _Atomic uint64_t ext_submitted[2]; /* outside
-                                     submits, per drain generation */
-    _Atomic uint64_t rejected;
+    /* Outside submits per drain generation, summed on read: each outside
+     * thread bumps the shard als__thread_hash() picks, so that outside
+     * submitters do not all meet on one line (issue 12). */
+    struct {
+        _Alignas(ALS__CACHELINE) _Atomic uint64_t submitted[2];
+    } ext_count[EXT_SHARDS];
+    _Alignas(ALS__CACHELINE) _Atomic uint64_t rejected;
     _Atomic uint64_t ext_wakeups, ext_submitter_wakeups; /* by other threads */
     _Alignas(ALS__CACHELINE) _Atomic uint32_t spinning; /* searching: idle,
                                      not parked (at most search_max) */
@@ -173,6 +178,18 @@ extern _Thread_local struct als__task_cache als__task_cache
 bool als__tasks_init(void);
 struct als__task *als__task_alloc_slow(void);
 void als__task_recycle_slow(struct als__task *t);
+
+/* A number of the calling thread's own, well mixed (splitmix64's
+ * finaliser over the address of its task cache, a TLS block per thread):
+ * spreads threads over shards. The raw address will not do: threads'
+ * TLS blocks lie a stack size apart, so its low bits are all alike. */
+static inline uint32_t als__thread_hash(void)
+{
+    uint64_t x = (uintptr_t)&als__task_cache;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9u;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
+    return (uint32_t)(x ^ (x >> 31));
+}
 
 static inline struct als__task *als__task_alloc(void)
 {
