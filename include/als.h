@@ -505,7 +505,10 @@ ALS_API als_pool_t *als_pool_new(const als_pool_options *opts);
  *
  *  Throttling (as OpenMP runtimes do with deferred tasks): when a task of
  *  this pool submits while its worker's own queue holds 64 or more tasks,
- *  or the shared queue 64 or more per worker, and no worker is idle, the new task may run at once, inside
+ *  or the shared queue 64 or more per worker, and no worker is idle (in a
+ *  pool with more workers than the CPUs this process may run on: while
+ *  at least as many workers are busy as there are CPUs, since idle ones
+ *  could not run beside them), the new task may run at once, inside
  *  als_submit, on the submitting thread. It runs as any task does: in the
  *  caller's context, with a fresh execution id whose trigger is the
  *  caller's, its bindings ending with it, counted in the stats and

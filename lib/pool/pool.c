@@ -3,7 +3,9 @@
  *
  * Throttling
  *   While the ring holds INLINE_PER_WORKER tasks per worker and nobody is
- *   idle, a task's submit runs the new task inline (submit_inline), as
+ *   idle (or, with more workers than CPUs, every CPU has a busy worker:
+ *   als__workers_idle), a task's submit runs the new task inline
+ *   (submit_inline), as
  *   libgomp does: a fan-out tree then costs a scope per task instead of a
  *   record, a capture and a ring transfer (bench/pool fanout: 24 -> 6 ns
  *   per task on 2 workers). The inline scope keeps the submitter's context
@@ -425,6 +427,7 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
      * searcher for two workers parked one of them under an outside
      * submitter's stream: bench/pool spawn_many 73 -> 196 ns per task). */
     unsigned cpus = cpu_count(), running = n < cpus ? n : cpus;
+    pool->surplus = n - running;
     pool->search_max = running / 2 > 2 ? running / 2 : 2;
     pool->room_mark = (pool->small_cap ? pool->small_cap : cap) / 2;
     /* libgomp's threshold. A ring smaller than that fills first: a full

@@ -109,6 +109,8 @@ struct als_pool {
     _Alignas(ALS__CACHELINE) _Atomic uint32_t spinning; /* searching: idle,
                                      not parked (at most search_max) */
     uint32_t search_max;
+    unsigned surplus;             /* workers beyond the CPUs this process
+                                     may run on, or 0 (als__workers_idle) */
     _Atomic uint64_t *idle;       /* bit per parked worker (own lines) */
     unsigned idle_words;
     _Alignas(ALS__CACHELINE) _Atomic uint32_t room_armed; /* a BLOCK submitter
