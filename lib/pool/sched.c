@@ -83,19 +83,26 @@ bool als__has_work(als_pool_t *pool)
     return false;
 }
 
-/* Where this thread deals its next outside submit, plus one (0: not yet):
- * a rotation per thread, started at a place of its own (als__thread_hash)
- * so that submitters starting together do not all begin at worker 0. */
+/* Where this thread deals its outside submits, plus one (0: not yet), and
+ * how many it has dealt there: a rotation per thread, started at a place
+ * of its own (als__thread_hash) so that submitters starting together do
+ * not all begin at worker 0, moving on every DEAL_RUN submits. */
 static _Thread_local unsigned deal __attribute__((tls_model("initial-exec")));
+static _Thread_local unsigned dealt __attribute__((tls_model("initial-exec")));
 
-/* Pushes an outside submit to the next inbox of this thread's rotation.
+/* Pushes an outside submit to the inbox of this thread's rotation.
  * false: that inbox is full (the caller uses the shared ring). */
 bool als__inbox_push(als_pool_t *pool, struct als__task *t)
 {
     unsigned n = pool->ninboxes, i = deal;
     if (ALS__UNLIKELY(i == 0 || i > n)) /* first deal, or a smaller pool */
         i = als__thread_hash() % n + 1;
-    deal = i < n ? i + 1 : 1;
+    if (++dealt < DEAL_RUN) {
+        deal = i;
+    } else {
+        dealt = 0;
+        deal = i < n ? i + 1 : 1;
+    }
     return als__queue_push(&pool->inboxes[i - 1], t);
 }
 

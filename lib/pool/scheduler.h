@@ -36,6 +36,10 @@
 #define STEAL_MAX (LOCAL_CAP / 2) /* tasks a thief takes at once, at most */
 #define INBOX_CAP 64    /* an inbox for outside submits (sched.c): 63 tasks */
 #define INBOX_GROUP 4   /* workers per inbox (pools of 2 * INBOX_GROUP or more) */
+#define DEAL_RUN 8      /* outside submits dealt to one inbox before the next:
+                           a line of its slots, which its workers then take
+                           together (sched.c; one at a time: spawn_many and
+                           ctx4 at 16 workers 1.2-1.3x slower, 32: no better) */
 #define EXT_SHARDS 8    /* counters of outside submits (count.c) */
 #define SHARED_TURN 61  /* every this many takes, the shared queue first
                            (Tokio's global_queue_interval) */
