@@ -75,8 +75,6 @@ bool als__idle_watched(const als_pool_t *pool)
            atomic_load_explicit(&pool->state, memory_order_seq_cst) != RUNNING;
 }
 
-/* Takes back an accepted count of generation `gen` (the task was refused
- * after all, or moves to a newer generation). */
 /* The calling outside thread's counter of generation `gen`. An unaccept
  * from the same thread finds the same one (only the sum matters anyway:
  * the shards wrap like the sum does). */
@@ -85,6 +83,8 @@ static _Atomic uint64_t *ext_counter(als_pool_t *pool, unsigned gen)
     return &pool->ext_count[als__thread_hash() % EXT_SHARDS].submitted[gen];
 }
 
+/* Takes back an accepted count of generation `gen` (the task was refused
+ * after all, or moves to a newer generation). */
 void als__unaccept(als_pool_t *pool, struct worker *w, unsigned gen)
 {
     if (w)

@@ -184,8 +184,8 @@ void als__park_withdraw(struct worker *w)
  * busy ones: whether fewer workers are busy than the process has CPUs.
  * With more workers than CPUs, `surplus` idle workers add nothing while
  * the others keep every CPU busy: counting them kept a deep tree from
- * ever running inline (bench/pool fanout, 16 workers on 2 CPUs: 17.9 ->
- * 10.6 ns per task). Read on the inline path: these lines change only
+ * ever running inline (bench/pool fanout, 16 workers on 2 CPUs: 18.3 ->
+ * 8.3 ns per task). Read on the inline path: these lines change only
  * when workers go idle. No popcount: without -mpopcnt it is a libgcc
  * call, and we only need to count past `surplus`. */
 bool als__workers_idle(const als_pool_t *pool)

@@ -5,10 +5,9 @@
  *   While the ring holds INLINE_PER_WORKER tasks per worker and nobody is
  *   idle (or, with more workers than CPUs, every CPU has a busy worker:
  *   als__workers_idle), a task's submit runs the new task inline
- *   (submit_inline), as
- *   libgomp does: a fan-out tree then costs a scope per task instead of a
- *   record, a capture and a ring transfer (bench/pool fanout: 24 -> 6 ns
- *   per task on 2 workers). The inline scope keeps the submitter's context
+ *   (submit_inline), as libgomp does: a fan-out tree then costs a scope
+ *   per task instead of a record, a capture and a ring transfer
+ *   (bench/pool fanout: 24 -> 6 ns per task on 2 workers). The inline scope keeps the submitter's context
  *   and draws no ids: the trigger id is resolved lazily (resource.c).
  *
  * Uses: task.c, park.c, count.c, sched.c, worker.c. */
