@@ -53,11 +53,14 @@ static void *count_run_fn(void *arg)
     return arg;
 }
 
+/* The value bound around the submits; compared by address. */
+static const char REQ[] = "req";
+
 static void on_cancel(void *arg)
 {
     (void)arg;
     atomic_fetch_add(&cancels, 1);
-    if (als_get(store) == (void *)"req")
+    if (als_get(store) == (void *)REQ)
         atomic_fetch_add(&cancels_in_context, 1);
     if (als_cancelled())
         atomic_fetch_add(&cancels_saw_cancelled, 1);
@@ -110,7 +113,7 @@ static void *submit_every_kind(void *arg)
 
 static void *in_request(void *arg)
 {
-    return als_run(store, "req", submit_every_kind, arg);
+    return als_run(store, (void *)REQ, submit_every_kind, arg);
 }
 
 static void queued_tasks_of_a_cancelled_scope_are_cancelled(void **state)
