@@ -140,10 +140,7 @@ bool als__done_publish(struct worker *w)
     for (unsigned g = 0; g < 2; g++) {
         if (!w->done_pending[g])
             continue;
-        atomic_store_explicit(&w->done[g],
-                              atomic_load_explicit(&w->done[g], memory_order_relaxed) +
-                                  w->done_pending[g],
-                              memory_order_seq_cst);
+        als__add(&w->done[g], w->done_pending[g], memory_order_seq_cst);
         w->done_pending[g] = 0;
     }
     w->done_pending_n = 0;

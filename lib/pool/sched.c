@@ -20,8 +20,8 @@
  * Outside submits are sharded: in a pool with own queues and at least
  * 2 * INBOX_GROUP workers, each group of INBOX_GROUP workers shares an
  * inbox (a small MPMC ring), and every outside thread deals its submits
- * round the inboxes, starting where its own rotation left off; a full
- * inbox passes the task to the shared ring. So outside submitters, and
+ * round the inboxes in runs of DEAL_RUN, starting at a place of its own;
+ * a full inbox passes the task to the shared ring. So outside submitters, and
  * the workers taking their tasks, spread over n / INBOX_GROUP pairs of
  * cache lines instead of meeting on the ring's. A worker takes from its
  * group's inbox after its own queue, idle workers steal half of another
@@ -171,9 +171,7 @@ static struct als__task *steal_from(struct worker *w, struct als__queue *q)
         return NULL;
     for (unsigned i = 1; i < m; i++)
         als__queue_push_owner(&w->local, got[i]);
-    atomic_store_explicit(&w->steals,
-                          atomic_load_explicit(&w->steals, memory_order_relaxed) + m,
-                          memory_order_relaxed);
+    als__add(&w->steals, m, memory_order_relaxed);
     return got[0];
 }
 

@@ -165,10 +165,15 @@ static inline bool als__done_defer(struct worker *w, unsigned gen)
     return ++w->done_pending_n >= BATCH;
 }
 
-/* Increments a counter only this thread writes: no read-modify-write. */
+/* Adds n to a counter only this thread writes: no read-modify-write. */
+static inline void als__add(_Atomic uint64_t *c, uint64_t n, memory_order mo)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, mo);
+}
+
 static inline void als__bump(_Atomic uint64_t *c, memory_order mo)
 {
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, mo);
+    als__add(c, 1, mo);
 }
 
 /* task.c: each thread's cache of records. The common cases are inline:

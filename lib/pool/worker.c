@@ -297,10 +297,7 @@ static void worker_unwound(struct worker **pw)
     kept_close(w);
     for (unsigned g = 0; g < 2; g++) {
         /* Inline runs have no record: counted only. */
-        atomic_store_explicit(&w->failed,
-                              atomic_load_explicit(&w->failed, memory_order_relaxed) +
-                                  w->inlined[g],
-                              memory_order_relaxed);
+        als__add(&w->failed, w->inlined[g], memory_order_relaxed);
         w->done_pending[g] += w->inlined[g];
         w->done_pending_n += w->inlined[g];
         w->inlined[g] = 0;
