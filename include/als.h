@@ -418,18 +418,20 @@ typedef struct als_pool als_pool_t;
 /** Options for als_pool_new(). Zero-initialise and set what you need. */
 typedef struct als_pool_options {
     unsigned threads;          /**< 0: the CPUs this process may run on */
-    /** 0: 4096; rounded up to a power of two. That many tasks (or one
-     *  fewer) can wait in the shared queue; a busy worker may also hold up
-     *  to 3 more it took off the queue together with the one it runs. In a
-     *  BLOCK pool whose capacity is at least 256 per worker, each worker
-     *  also keeps up to 256 tasks submitted by its own tasks (the newest in
-     *  a slot, up to 255 older ones in a queue of its own that idle
-     *  workers steal from): at most 256 more waiting tasks per worker.
-     *  With eight workers or more, each four of them also share an inbox
-     *  of up to 63 tasks submitted from outside the pool (each outside
-     *  thread deals its submits round the inboxes; a full one passes the
-     *  task to the shared queue): 63 more per four workers. A REJECT pool
-     *  has no such queues, so its ALS_EFULL answers count exactly. A
+    /** 0: 4096; rounded up to a power of two. That many tasks can wait
+     *  in the shared queue. Beyond it, a busy worker may hold up to 3 more
+     *  it took off the queue together with the one it runs, and each
+     *  worker keeps the newest task its own tasks submitted in a slot of
+     *  its own: 1 more per worker. In a BLOCK pool whose capacity is at
+     *  least 256 per worker, each worker also keeps up to 256 older tasks
+     *  submitted by its own tasks in a queue of its own that idle workers
+     *  steal from: at most 257 more waiting tasks per worker, the slot
+     *  included. With eight workers or more, each four of them also share
+     *  an inbox of up to 64 tasks submitted from outside the pool (each
+     *  outside thread deals its submits round the inboxes; a full one
+     *  passes the task to the shared queue): 64 more per four workers. A
+     *  REJECT pool has no such queues, so its ALS_EFULL answers count
+     *  exactly: the capacity, plus a slot per worker. A
      *  one-worker pool starts the tasks submitted from outside it in the
      *  order they were accepted. */
     unsigned queue_capacity;

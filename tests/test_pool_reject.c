@@ -106,10 +106,33 @@ static void reject_from_worker(void **state)
     struct flood fl = {.pool = p};
     assert_int_equal(als_submit(p, flood_root, &fl), 0);
     assert_int_equal(als_pool_drain(p), 0);
-    /* The worker's own slot and the ring: CAP, or CAP - 1 (als.h). */
-    assert_in_range(fl.accepted, CAP - 1, CAP);
+    /* The worker's own slot and the ring (als.h, queue_capacity). */
+    assert_int_equal(fl.accepted, CAP + 1);
     assert_refused(p, &fl, 1);
     als_pool_free(p);
+}
+
+/* From outside, with the only worker held: exactly the capacity, rounded
+ * up to a power of two, is accepted (als.h, queue_capacity), down to a
+ * capacity of 1. */
+static void reject_counts_exactly_from_outside(void **state)
+{
+    (void)state;
+    static const unsigned caps[][2] = {{1, 1}, {2, 2}, {3, 4}, {4, 4}, {5, 8}, {64, 64}};
+    for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++) {
+        als_pool_t *p = reject_pool(caps[i][0]);
+        struct gate g;
+        block_pool(p, &g);
+        struct flood fl = {.pool = p};
+        flood(&fl);
+        if (fl.accepted != (int)caps[i][1])
+            fail_msg("capacity %u: %d accepted, want %u", caps[i][0], fl.accepted, caps[i][1]);
+        gate_open(&g);
+        assert_int_equal(als_pool_drain(p), 0);
+        assert_refused(p, &fl, 1);
+        als_pool_free(p);
+        gate_destroy(&g);
+    }
 }
 
 /* Detached submits take the same path. */
@@ -272,6 +295,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(reject_from_worker),
+        cmocka_unit_test(reject_counts_exactly_from_outside),
         cmocka_unit_test(reject_detached_from_worker),
         cmocka_unit_test(reject_from_throttled_inline_task),
         cmocka_unit_test(reject_from_helped_task),

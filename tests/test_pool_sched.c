@@ -43,24 +43,19 @@
 #define WORKERS 8 /* two groups sharing an inbox each (als.h) */
 
 /* Tasks a held worker may keep beyond queue_capacity in a REJECT pool or
- * a small BLOCK pool: what it submitted itself and keeps in its LIFO slot.
- * als.h (queue_capacity) says "That many tasks (or one fewer) can wait in
- * the [shared] queue" and, since issue 12, that a REJECT pool's ALS_EFULL
- * answers "count exactly"; but both the old pool and the stealing one
- * accept capacity - 1 in the shared ring plus one per worker that
- * submitted from inside (measured: 67 accepted at capacity 64 with 4
- * workers), which als.h does not say. If the slot stops counting extra or
- * als.h documents it, make this match. */
+ * a small BLOCK pool: what it submitted itself and keeps in its slot
+ * (als.h, queue_capacity: "the capacity, plus a slot per worker"). */
 #define SLACK_PER_WORKER 1
 
-/* als.h (queue_capacity): a BLOCK pool of at least this much capacity per
- * worker also lets each worker keep up to this many tasks its own tasks
+/* als.h (queue_capacity): a BLOCK pool of at least OWN_CAP capacity per
+ * worker also lets each worker keep up to OWN_QUEUE tasks its own tasks
  * submitted (its slot and own queue): the slack per worker there. */
-#define OWN_QUEUE 256
+#define OWN_CAP 256
+#define OWN_QUEUE 257
 
 /* als.h (queue_capacity): there, with eight workers or more, each four
  * workers also share an inbox of this many outside submits. */
-#define INBOX 63
+#define INBOX 64
 #define INBOX_GROUP 4
 
 /* als.h, als_submit: submits from a task may run inline once the queue
@@ -537,9 +532,9 @@ static void reject_overflow_across_submitters(void **state)
     assert_int_equal(o.bad_rc, 0);
     assert_int_equal(accepted + rejected, o.slots);
     int most = CAP + sh.slack;
-    if (accepted > most || accepted < CAP - 1)
+    if (accepted > most || accepted < CAP)
         fail_msg("%d tasks accepted into a held pool of capacity %d (slack %d): "
-                 "want %d to %d", accepted, CAP, sh.slack, CAP - 1, most);
+                 "want %d to %d", accepted, CAP, sh.slack, CAP, most);
     assert_int_equal(held.queued, accepted);
     assert_int_equal(held.running, WORKERS);
     assert_int_equal(held.submitted, WORKERS + accepted);
@@ -614,7 +609,7 @@ static void block_overflow_across_submitters(void **state)
 static void block_overflow_with_own_queues(void **state)
 {
     (void)state;
-    block_overflow((struct overflow_shape){OWN_QUEUE * WORKERS, OWN_QUEUE * WORKERS,
+    block_overflow((struct overflow_shape){OWN_CAP * WORKERS, OWN_CAP * WORKERS,
                                            OWN_QUEUE + OWN_QUEUE / 2,
                                            OWN_QUEUE * WORKERS + INBOX * (WORKERS / INBOX_GROUP)});
 }
@@ -669,8 +664,8 @@ static void outside_submits_dealt_and_stolen(void **state)
 /* A pool of one worker starts outside submits in the order they were
  * accepted (als.h). Shaped to catch a pool that shards them (an inbox that
  * fills, the rest going elsewhere, the inbox then taking newer submits
- * while older ones still wait): tasks 0..61 and a second gate fill an
- * inbox of INBOX, 62..99 go past it; once the worker waits at the second
+ * while older ones still wait): tasks 0..62 and a second gate fill an
+ * inbox of INBOX, 63..99 go past it; once the worker waits at the second
  * gate, 100..149 would find the inbox empty again. */
 #define ORDERED 150
 #define FIRST (INBOX - 1)

@@ -386,10 +386,6 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     pool->nthreads = n;
     pool->idle_words = (n + 63) / 64;
     pool->idle = als__zalloc_aligned(pool->idle_words * sizeof *pool->idle);
-    if (cap < 4) { /* see ring_push */
-        pool->small_cap = cap;
-        cap = 4;
-    }
     /* Own queues for the workers (sched.c) where they fit in the capacity
      * and no answer depends on exact counts: BLOCK pools. */
     pool->locals = o.on_full != ALS_FULL_REJECT && cap / LOCAL_CAP >= n;
@@ -428,7 +424,7 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     unsigned cpus = cpu_count(), running = n < cpus ? n : cpus;
     pool->surplus = n - running;
     pool->search_max = running / 2 > 2 ? running / 2 : 2;
-    pool->room_mark = (pool->small_cap ? pool->small_cap : cap) / 2;
+    pool->room_mark = cap / 2;
     /* libgomp's threshold. A ring smaller than that fills first: a full
      * BLOCK pool runs its workers' submits inline anyway (als__task_queue). */
     pool->inline_mark = n > UINT_MAX / INLINE_PER_WORKER ? UINT_MAX : n * INLINE_PER_WORKER;

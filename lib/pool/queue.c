@@ -1,149 +1,186 @@
-/* The ck_ring wrapper: the one file that includes Concurrency Kit.
+/* The pool's queue, written with Concurrency Kit's atomics (ck_pr); the
+ * one file that includes ck. Its consumers work as ck_ring's do (read the
+ * oldest slots, then claim them by moving the head with a compare-and-swap;
+ * they never write a slot), and its producers as ck_ring's up to the
+ * commit: a producer takes a ticket with a compare-and-swap on the tail,
+ * writes its slot, then publishes it in the slot's own sequence word (as
+ * in Dmitry Vyukov's bounded MPMC queue) instead of moving a shared
+ * commit index.
  *
- * ThreadSanitizer cannot see ck's inline-assembly synchronisation, so it
- * would report ck's internal slot accesses as races
- * (../shared/notes/ck-tsan.md). In tsan builds this translation unit is
- * therefore built without TSan instrumentation (lib/CMakeLists.txt), which
- * hides exactly ck's internals, and every item gets its own happens-before
- * edge (lib/tsan.h): the same edge that tells a user's TSan about tasks
- * submitted to a release libals. All code outside this file, including
- * every task and all of libals's own state, stays fully checked. */
+ * Why not ck_ring's MPMC ring itself, which this file wrapped before:
+ * there a producer, after taking its ticket, waits until every earlier
+ * producer has moved the commit index past theirs. A producer preempted in
+ * that window stalls all the others, and with more submitter threads than
+ * CPUs that is common: bench/submitters, 4 outside threads into a
+ * 2-worker pool on 2 CPUs, measured 3.6-6.0 us per task (yielding or
+ * sleeping while waiting only moved the cost). Here no producer waits for
+ * another. A consumer that finds the oldest slot not yet published sees
+ * an empty queue until it is; the late producer's own push then wakes a
+ * worker (queue.h, als__queue_ready). (Vyukov's queue itself, whose
+ * consumers also write each slot to hand it back, measured 0.82x on
+ * bench/pool spawn_many at 16 workers: the slot lines moved twice.)
+ *
+ * Tickets are unsigned and wrap. The slot of ticket t holds its item when
+ * its seq is t + 1; a producer may reuse a slot once the head is past its
+ * last ticket, which it checks against head_seen, refreshed only when the
+ * queue looks full by it (the head is a line every consumer writes).
+ *
+ * ThreadSanitizer cannot see ck_pr's inline-assembly synchronisation, so
+ * it would report the slot accesses as races (../shared/notes/ck-tsan.md).
+ * In tsan builds this translation unit is therefore built without TSan
+ * instrumentation (lib/CMakeLists.txt), and every item gets its own
+ * happens-before edge (lib/tsan.h): the same edge that tells a user's TSan
+ * about tasks submitted to a release libals. All code outside this file,
+ * including every task and all of libals's own state, stays fully
+ * checked. */
 #include "queue.h"
 #include "internal.h"
 #include "tsan.h"
 
-#include <sched.h>
-#include <stdlib.h>
+#include <ck_pr.h>
 
 int als__queue_init(struct als__queue *q, unsigned size)
 {
-    q->buf = als__calloc(size, sizeof *q->buf);
-    if (!q->buf)
+    q->slots = als__calloc(size, sizeof *q->slots);
+    if (!q->slots)
         return ALS_ENOMEM;
-    ck_ring_init(&q->ring, size);
-    q->p_head = 0;
-    q->c_seen = 0;
+    for (unsigned i = 0; i < size; i++)
+        q->slots[i].seq = i; /* not i + 1: the slot's first ticket i is unpublished */
+    q->mask = size - 1;
+    q->tail = 0;
+    q->head = 0;
+    q->head_seen = 0;
     return 0;
 }
 
 void als__queue_fini(struct als__queue *q)
 {
-    als__free(q->buf);
-    q->buf = NULL;
+    als__free(q->slots);
+    q->slots = NULL;
 }
 
-/* ck_ring_enqueue_reserve_mpmc, reading the consumers' head only when the
- * ring looks full by the last value a producer read (c_seen, a value of
- * the past: the ring can only be emptier than it says). ck reads the head
- * at every push, a line every consumer writes at every pop: that miss was
- * most of the push's cost (perf, bench/pool requests at 1 worker: 59% of
- * als__queue_push's samples on the instruction after its CAS). c_seen is
- * refreshed about once per ring's worth of pushes. */
-static ck_ring_buffer_t *reserve(struct als__queue *q, unsigned *ticket)
+/* Whether slot s holds the item of ticket t. */
+static bool published(const struct als__slot *s, unsigned t)
 {
-    struct ck_ring *ring = &q->ring;
-    const unsigned mask = ring->mask;
-    unsigned producer = ck_pr_load_uint(&q->p_head);
-    for (;;) {
-        unsigned consumer = ck_pr_load_uint(&q->c_seen);
-        if (ALS__UNLIKELY(producer - consumer >= mask)) {
-            ck_pr_fence_load();
-            consumer = ck_pr_load_uint(&ring->c_head);
-            /* Acquire: the consumers read the slots up to their head
-             * before they moved it (ck's dequeue: read, fence, CAS); a
-             * producer reusing a slot must come after that read, also
-             * one that learns the head from c_seen (release below). */
-            ck_pr_fence_acquire();
-            if (producer - consumer >= mask) {
-                ck_pr_fence_load();
-                unsigned now = ck_pr_load_uint(&q->p_head);
-                if (now == producer)
-                    return NULL; /* full */
-                producer = now;
-                continue;
-            }
-            ck_pr_fence_release();
-            ck_pr_store_uint(&q->c_seen, consumer);
-        } else {
-            ck_pr_fence_acquire(); /* pairs with the release above */
-        }
-        if (ck_pr_cas_uint_value(&q->p_head, producer, producer + 1, &producer))
-            break;
-    }
-    *ticket = producer;
-    return &q->buf[producer & mask];
+    return ck_pr_load_uint(&s->seq) == t + 1;
 }
 
-/* An MPMC push, with a politer commit than ck's. After reserving its ticket
- * a producer must wait until every earlier producer has committed; ck
- * spins for that. A producer preempted between reserve and commit then
- * makes all later producers spin out whole time slices: with many
- * submitter threads on few CPUs that convoy stalled the pool for seconds.
- * We spin briefly, then yield the CPU, which is what the preempted
- * producer needs. */
+/* Whether ticket t's slot is free: its last item was popped (the head is
+ * past t - size). Reads the head only when the ring looks full by
+ * head_seen, a value of the past (the ring can only be emptier). */
+static bool room(struct als__queue *q, unsigned t)
+{
+    unsigned h = ck_pr_load_uint(&q->head_seen);
+    if (ALS__LIKELY(t - h <= q->mask)) {
+        ck_pr_fence_acquire(); /* pairs with the release below */
+        return true;
+    }
+    ck_pr_fence_load();
+    h = ck_pr_load_uint(&q->head);
+    /* Acquire: consumers read a slot's item before they move the head
+     * past it (pop_many); our reuse of the slot comes after that read. */
+    ck_pr_fence_acquire();
+    if (t - h > q->mask)
+        return false;
+    ck_pr_fence_release();
+    ck_pr_store_uint(&q->head_seen, h);
+    return true;
+}
+
+static void publish(struct als__slot *s, void *item)
+{
+    als__hb_release(item);
+    ck_pr_store_ptr(&s->item, item);
+    ck_pr_fence_store(); /* the item before the seq that shows it */
+}
+
 bool als__queue_push(struct als__queue *q, void *item)
 {
-    unsigned ticket;
-    ck_ring_buffer_t *slot = reserve(q, &ticket);
-    if (!slot)
-        return false;
-    als__hb_release(item);
-    ck_pr_store_ptr(&slot->value, item);
-    for (unsigned spins = 0; ck_pr_load_uint(&q->ring.p_tail) != ticket; spins++) {
-        if (spins < 64)
-            ck_pr_stall();
-        else
-            sched_yield();
+    unsigned t = ck_pr_load_uint(&q->tail);
+    for (;;) {
+        if (room(q, t)) {
+            if (ck_pr_cas_uint_value(&q->tail, t, t + 1, &t))
+                break;
+            continue;
+        }
+        ck_pr_fence_load();
+        unsigned now = ck_pr_load_uint(&q->tail);
+        if (now == t)
+            return false; /* full */
+        t = now;
     }
-    /* A locked exchange rather than ck's plain store: it orders the commit
-     * before any later load (x86-64), which the pool's wake-up check
-     * relies on (see queue.h). */
-    ck_pr_fas_uint(&q->ring.p_tail, ticket + 1);
+    struct als__slot *s = &q->slots[t & q->mask];
+    publish(s, item);
+    ck_pr_fas_uint(&s->seq, t + 1);
     return true;
 }
 
 bool als__queue_push_owner(struct als__queue *q, void *item)
 {
-    als__hb_release(item);
-    return ck_ring_enqueue_spmc(&q->ring, q->buf, item);
+    unsigned t = q->tail; /* only this thread writes it */
+    if (!room(q, t))
+        return false;
+    struct als__slot *s = &q->slots[t & q->mask];
+    publish(s, item);
+    ck_pr_store_uint(&s->seq, t + 1);
+    ck_pr_store_uint(&q->tail, t + 1);
+    return true;
 }
 
 void *als__queue_pop(struct als__queue *q)
 {
     void *item;
-    if (!ck_ring_dequeue_mpmc(&q->ring, q->buf, &item))
-        return NULL;
-    als__hb_acquire(item);
-    return item;
+    return als__queue_pop_many(q, &item, 1) ? item : NULL;
 }
 
-/* ck's multi-consumer dequeue (_ck_ring_dequeue_mc) for n items at once:
- * read them, then claim them all by moving the consumer head past them. A
- * consumer that takes several tasks per claim moves the head's cache line
- * between CPUs once for all of them. */
+/* Reads the published items from ticket h on (up to max), then claims
+ * them all by moving the head past them, as ck_ring's consumers do: a
+ * consumer never writes a slot, and one that takes several tasks per
+ * claim moves the head's cache line between CPUs once for all of them.
+ * A failed claim means another consumer took some: read again. */
 unsigned als__queue_pop_many(struct als__queue *q, void **items, unsigned max)
 {
-    struct ck_ring *ring = &q->ring;
-    const unsigned mask = ring->mask;
-    unsigned consumer = ck_pr_load_uint(&ring->c_head), n;
-    do {
+    unsigned h = ck_pr_load_uint(&q->head);
+    for (;;) {
+        unsigned n = 0;
+        for (; n < max; n++) {
+            const struct als__slot *s = &q->slots[(h + n) & q->mask];
+            if (!published(s, h + n))
+                break;
+            ck_pr_fence_load(); /* the seq before the item it shows */
+            items[n] = ck_pr_load_ptr(&s->item);
+        }
+        if (n == 0) {
+            ck_pr_fence_load();
+            unsigned now = ck_pr_load_uint(&q->head);
+            if (now == h)
+                return 0; /* empty, or its oldest push still publishing */
+            h = now;
+            continue;
+        }
+        ck_pr_fence_store_atomic(); /* the reads before the claim */
+        if (ck_pr_cas_uint_value(&q->head, h, h + n, &h)) {
+            for (unsigned i = 0; i < n; i++)
+                als__hb_acquire(items[i]);
+            return n;
+        }
+    }
+}
+
+bool als__queue_ready(struct als__queue *q)
+{
+    for (;;) {
+        unsigned h = ck_pr_load_uint(&q->head);
+        bool ready = published(&q->slots[h & q->mask], h);
         ck_pr_fence_load();
-        n = ck_pr_load_uint(&ring->p_tail) - consumer;
-        if (n == 0)
-            return 0;
-        if (n > max)
-            n = max;
-        ck_pr_fence_load();
-        for (unsigned i = 0; i < n; i++)
-            items[i] = ck_pr_load_ptr(&q->buf[(consumer + i) & mask].value);
-        ck_pr_fence_store_atomic();
-    } while (!ck_pr_cas_uint_value(&ring->c_head, consumer, consumer + n, &consumer));
-    for (unsigned i = 0; i < n; i++)
-        als__hb_acquire(items[i]);
-    return n;
+        if (ck_pr_load_uint(&q->head) == h)
+            return ready;
+    }
 }
 
 unsigned als__queue_length(struct als__queue *q)
 {
-    return ck_ring_size(&q->ring);
+    unsigned h = ck_pr_load_uint(&q->head);
+    ck_pr_fence_load();
+    return ck_pr_load_uint(&q->tail) - h;
 }

@@ -1,6 +1,8 @@
-/* A bounded multi-producer multi-consumer queue of pointers: Concurrency
- * Kit's ck_ring behind a few functions. No call blocks: a full queue refuses
- * a push, an empty one returns NULL; the pool decides what to do then.
+/* A bounded multi-producer multi-consumer queue of pointers: ck_ring's
+ * design, except that each slot carries a sequence word its producer
+ * publishes it with, so that no producer ever waits for another (queue.c
+ * says why that matters). No call blocks: a full queue refuses a push, an
+ * empty one returns NULL; the pool decides what to do then.
  *
  * Ordering contract: everything the pushing thread did before
  * als__queue_push(q, p) happens-before everything the thread that pops p
@@ -9,20 +11,23 @@
 #define ALS_QUEUE_H
 
 #include <stdbool.h>
-#include <ck_ring.h>
+#include <ck_md.h>
 
-struct als__queue {
-    ck_ring_t ring;               /* ck pads head and tail to cache lines */
-    ck_ring_buffer_t *buf;
-    /* The producers' own line (queue.c reserve): ck keeps its producer
-     * head beside the tail that consumers poll, so every poll took the
-     * head's line from the producer. Unused by owner-only pushes. */
-    _Alignas(CK_MD_CACHELINE) unsigned p_head;
-    unsigned c_seen;              /* the consumer head as a producer last
-                                     read it (queue.c als__queue_push) */
+/* The slot of ticket t holds that push's item once seq == t + 1. */
+struct als__slot {
+    unsigned seq;
+    void *item;
 };
 
-/* `size` is a power of two >= 4; the queue holds size - 1 items.
+struct als__queue {
+    struct als__slot *slots;
+    unsigned mask;                            /* size - 1 */
+    _Alignas(CK_MD_CACHELINE) unsigned tail;  /* the next push's ticket */
+    unsigned head_seen;                       /* the head as a producer last read it */
+    _Alignas(CK_MD_CACHELINE) unsigned head;  /* the next pop's ticket */
+};
+
+/* `size` is a power of two; the queue holds `size` items.
  * 0 or ALS_ENOMEM. */
 int als__queue_init(struct als__queue *q, unsigned size);
 void als__queue_fini(struct als__queue *q);
@@ -39,7 +44,14 @@ void *als__queue_pop(struct als__queue *q);
 /* Pops up to `max` (>= 1) items with one compare-and-swap, oldest first,
  * into items[]; returns how many (0 when empty). Same ordering per item. */
 unsigned als__queue_pop_many(struct als__queue *q, void **items, unsigned max);
-/* Items in the queue, a racy snapshot (exact when nobody pushes or pops). */
+/* Whether a pop would find an item now: the oldest push has published it.
+ * This, not the length, decides whether a worker may sleep: a producer
+ * that took its ticket but has not yet published (preempted in between)
+ * counts in the length, and its own push wakes a worker once it
+ * publishes. */
+bool als__queue_ready(struct als__queue *q);
+/* Tickets taken and not yet popped, a racy snapshot (exact when nobody
+ * pushes or pops); it counts pushes still publishing. */
 unsigned als__queue_length(struct als__queue *q);
 
 #endif

@@ -42,43 +42,24 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ck_ring's smallest size is 4 (3 entries): a pool asked for a capacity of
- * 1 or 2 also counts its entries, so that the documented number of tasks
- * (or one fewer) can wait. Other pools skip the count. */
 bool als__ring_push(als_pool_t *pool, struct als__task *t)
 {
-    if (ALS__UNLIKELY(pool->small_cap) &&
-        atomic_fetch_add_explicit(&pool->small_len, 1, memory_order_relaxed) >= pool->small_cap) {
-        atomic_fetch_sub_explicit(&pool->small_len, 1, memory_order_relaxed);
-        return false;
-    }
-    if (als__queue_push(&pool->q, t))
-        return true;
-    if (pool->small_cap)
-        atomic_fetch_sub_explicit(&pool->small_len, 1, memory_order_relaxed);
-    return false;
+    return als__queue_push(&pool->q, t);
 }
 
-static struct als__task *ring_pop(als_pool_t *pool)
-{
-    struct als__task *t = als__queue_pop(&pool->q);
-    if (t && ALS__UNLIKELY(pool->small_cap))
-        atomic_fetch_sub_explicit(&pool->small_len, 1, memory_order_relaxed);
-    return t;
-}
-
-/* Whether tasks wait where any worker can take them: the shared ring,
- * some worker's own queue or inbox. */
+/* Whether tasks wait where any worker can take them now: the shared
+ * ring, some worker's own queue or inbox. (Ready, not a length: a push
+ * still publishing wakes a worker itself when done, queue.h.) */
 bool als__has_work(als_pool_t *pool)
 {
-    if (als__queue_length(&pool->q) > 0)
+    if (als__queue_ready(&pool->q))
         return true;
     if (pool->locals)
         for (unsigned i = 0; i < pool->nthreads; i++)
-            if (als__queue_length(&pool->workers[i].local) > 0)
+            if (als__queue_ready(&pool->workers[i].local))
                 return true;
     for (unsigned i = 0; i < pool->ninboxes; i++)
-        if (als__queue_length(&pool->inboxes[i]) > 0)
+        if (als__queue_ready(&pool->inboxes[i]))
             return true;
     return false;
 }
@@ -203,13 +184,12 @@ static struct als__task *steal(struct worker *w)
  * per worker (each claim moves the consumer head's line between CPUs, and
  * the producer's with it: one claim per POP_BATCH tasks measured 110 -> 69
  * ns per task with one outside submitter), else one, so that a short queue
- * still spreads over the workers. Pools counting a tiny capacity
- * (small_cap) pop one at a time. */
+ * still spreads over the workers. */
 static struct als__task *ring_take(struct worker *w)
 {
     als_pool_t *pool = w->pool;
     unsigned per_worker = als__queue_length(&pool->q) / pool->nthreads;
-    if (per_worker >= 2 && !pool->small_cap) {
+    if (per_worker >= 2) {
         unsigned n = als__queue_pop_many(&pool->q, (void **)w->batch,
                                          per_worker < POP_BATCH ? per_worker : POP_BATCH);
         if (n) {
@@ -218,7 +198,7 @@ static struct als__task *ring_take(struct worker *w)
             return w->batch[0];
         }
     }
-    return ring_pop(pool);
+    return als__queue_pop(&pool->q);
 }
 
 static struct als__task *shared_take(struct worker *w)

@@ -34,7 +34,7 @@
 #define POP_BATCH 4     /* ring tasks a worker may take with one claim */
 #define LOCAL_CAP 256   /* a worker's own queue (BLOCK pools, sched.c) */
 #define STEAL_MAX (LOCAL_CAP / 2) /* tasks a thief takes at once, at most */
-#define INBOX_CAP 64    /* an inbox for outside submits (sched.c): 63 tasks */
+#define INBOX_CAP 64    /* an inbox for outside submits (sched.c) */
 #define INBOX_GROUP 4   /* workers per inbox (pools of 2 * INBOX_GROUP or more) */
 #define DEAL_RUN 8      /* outside submits dealt to one inbox before the next:
                            a line of its slots, which its workers then take
@@ -97,11 +97,9 @@ struct worker {
 
 struct als_pool {
     struct als__queue q;          /* tasks */
-    unsigned small_cap;           /* capacity 1 or 2: counted, see ring_push */
     bool locals;                  /* workers have their own queues (sched.c) */
     struct als__queue *inboxes;   /* [ninboxes]: outside submits (sched.c) */
     unsigned ninboxes;            /* 0: none */
-    _Atomic unsigned small_len;
     /* Outside submits per drain generation, summed on read: each outside
      * thread bumps the shard als__thread_hash() picks, so that outside
      * submitters do not all meet on one line (issue 12). */
