@@ -75,17 +75,25 @@ static int als_backend_submit(void *pool, bench_task_fn fn, void *arg)
     return als_submit(pool, fn, arg);
 }
 
+/* --drain help: libals's run waits with als_pool_drain_help, which runs
+ * queued tasks on the waiting thread as oneTBB's wait does. Weak, so that
+ * scripts/bench-compare can build this harness against a library that
+ * predates it (then --drain help is refused). */
+extern int als_pool_drain_help(als_pool_t *pool) __attribute__((weak));
+static bool drain_helps;
+
 static void als_backend_run(void *pool, bench_task_fn fn, void (*body)(void *), void *ctx)
 {
     (void)fn;
     body(ctx);
-    if (als_pool_drain(pool) != 0) {
+    if ((drain_helps ? als_pool_drain_help(pool) : als_pool_drain(pool)) != 0) {
         fprintf(stderr, "als_pool_drain failed\n");
         exit(1);
     }
 }
 
-const bench_backend bench_backend_libals = {
+/* Not const: --drain help names its wait in the label. */
+bench_backend bench_backend_libals = {
     .name = "libals",
     .label = "libals " ALS_VERSION_STRING " pool (als_submit, als_pool_drain)",
     .submitter_in_team = false,
@@ -633,6 +641,9 @@ static void usage(FILE *f)
           "  --inflight N      requests submitted per wave (32)\n"
           "  --scenarios LIST  comma-separated subset of: spawn_many,chained,fanout,\n"
           "                    ctx0,ctx4,latency,requests\n"
+          "  --drain plain|help  how libals's runs wait: als_pool_drain (plain),\n"
+          "                    or als_pool_drain_help, which runs queued tasks on the\n"
+          "                    waiting thread as oneTBB's wait does (help)\n"
           "  --backends LIST   comma-separated subset of the backends built in:",
           f);
     for (size_t i = 0; i < NALL; i++)
@@ -691,6 +702,16 @@ int main(int argc, char **argv)
             back_list = v;
         else if (strcmp(a, "--workers") == 0 && v)
             workers_list = v;
+        else if (strcmp(a, "--drain") == 0 && v && (!strcmp(v, "plain") || !strcmp(v, "help"))) {
+            drain_helps = !strcmp(v, "help");
+            if (drain_helps && !als_pool_drain_help) {
+                fprintf(stderr, "--drain help: this libals has no als_pool_drain_help\n");
+                return 2;
+            }
+            if (drain_helps)
+                bench_backend_libals.label =
+                    "libals " ALS_VERSION_STRING " pool (als_submit, als_pool_drain_help)";
+        }
         else if (strcmp(a, "--json-out") == 0 && v)
             json_out = v;
         else {

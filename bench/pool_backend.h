@@ -43,7 +43,7 @@ typedef struct bench_backend {
 } bench_backend;
 
 /* Defined in bench/pool.c (libals) and bench/baseline_*.c. */
-extern const bench_backend bench_backend_libals;
+extern bench_backend bench_backend_libals; /* --drain sets its label */
 extern const bench_backend bench_backend_mutex;
 #ifdef BENCH_HAVE_GLIB
 extern const bench_backend bench_backend_glib;

@@ -534,6 +534,36 @@ ALS_API int als_submit_task(als_pool_t *pool, const als_task *task);
  *  own workers. */
 ALS_API int als_pool_drain(als_pool_t *pool);
 
+/** als_pool_drain, except that the calling thread runs queued tasks of the
+ *  pool while it waits, as oneTBB's task_group::wait does, instead of
+ *  leaving the CPU to the workers and sleeping: for a thread that fans
+ *  work out and then waits for it (a request's subtasks). While it runs a
+ *  task, the pool counts the caller's CPU as taken when it decides
+ *  whether a task's submits run inline (als_submit).
+ *
+ *  Each task it runs is the pool's task in every respect but its thread:
+ *  it runs in its submit-time context (the caller's own context is back
+ *  when the call returns), with its own ids, counted in the pool's stats
+ *  and reported to on_error; inside it als_pool_current() returns the
+ *  pool, its submits are a task's submits (als_submit), and
+ *  als_pool_drain, als_pool_drain_help and als_pool_shutdown return
+ *  ALS_EDEADLK. It may take any queued task, also one submitted after the
+ *  call began (a newer task's own submits go back to the workers when the
+ *  call returns), so it returns only between two tasks: it looks whether
+ *  what it waits for has finished after each newer task it runs, and
+ *  whenever it finds nothing to run.
+ *
+ *  What it gives up, and als_pool_drain keeps: tasks run only on the
+ *  pool's named workers, and a one-worker pool starts the tasks submitted
+ *  from outside it in the order they were accepted (here they may also
+ *  start on the caller, out of that order). If a task run here ends the
+ *  calling thread (which a task must not do), it counts as failed as on a
+ *  worker and the drain is left as if it had returned; the next drain
+ *  also waits for what this one waited for. Returns 0, ALS_EINVAL (NULL),
+ *  or ALS_EDEADLK when called from one of the pool's own workers or from
+ *  a task. */
+ALS_API int als_pool_drain_help(als_pool_t *pool);
+
 /** Stops the pool: @p how is ALS_SHUTDOWN_DRAIN or ALS_SHUTDOWN_CANCEL and
  *  the call returns when the workers have finished. While a DRAIN is in
  *  progress, submits from the pool's own running tasks are accepted and

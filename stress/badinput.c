@@ -534,6 +534,7 @@ static int submit_in_task(void *arg)
 {
     als_pool_t *p = arg;
     CHECK(als_pool_drain(p) == ALS_EDEADLK, "als_pool_drain from the pool's own worker");
+    CHECK(als_pool_drain_help(p) == ALS_EDEADLK, "als_pool_drain_help from the pool's own task");
     CHECK(als_pool_shutdown(p, ALS_SHUTDOWN_DRAIN) == ALS_EDEADLK,
           "als_pool_shutdown from the pool's own worker");
     CHECK(als_pool_current() == p, "als_pool_current in a task");
@@ -569,12 +570,17 @@ static void row_submit(void)
 static void row_drain(void)
 {
     CHECK(als_pool_drain(NULL) == ALS_EINVAL, "als_pool_drain(NULL)");
+    CHECK(als_pool_drain_help(NULL) == ALS_EINVAL, "als_pool_drain_help(NULL)");
     als_pool_t *p = small_pool();
     CHECK(als_pool_drain(p) == 0, "als_pool_drain of an idle pool");
+    CHECK(als_pool_drain_help(p) == 0, "als_pool_drain_help of an idle pool");
     CHECK(als_submit(p, submit_in_task, p) == 0 && als_pool_drain(p) == 0,
           "EDEADLK rows ran in a task");
+    CHECK(als_submit(p, submit_in_task, p) == 0 && als_pool_drain_help(p) == 0,
+          "EDEADLK rows ran in a task a helping drain may run");
     als_pool_shutdown(p, ALS_SHUTDOWN_DRAIN);
     CHECK(als_pool_drain(p) == 0, "als_pool_drain after shutdown");
+    CHECK(als_pool_drain_help(p) == 0, "als_pool_drain_help after shutdown");
     als_pool_free(p);
 }
 

@@ -7,7 +7,9 @@
  * several outside submitters at once, a chain of tasks each submitting the
  * next (the worker's LIFO slot), a fan-out from a task, delayed tasks (the
  * timer thread's push), a future waited on from outside, a group wait, a
- * drain, and a task waiting on a future inside the pool (a helping wait).
+ * drain, a drain that runs tasks itself (als_pool_drain_help, with chains
+ * and fan-outs), and a task waiting on a future inside the pool (a helping
+ * wait).
  * Pools of 1 to 4 workers, small and large queues, both full policies.
  *
  * A watchdog thread scans every outstanding task (and every blocking wait
@@ -45,11 +47,11 @@ static _Atomic(const char *) shape_now = "";
 
 enum shape {
     S_OUTSIDE, S_MULTI, S_CHAIN, S_FANOUT, S_DELAYED, S_FUTURE, S_GROUP, S_DRAIN, S_HELPING,
-    S_COUNT
+    S_DRAIN_HELP, S_COUNT
 };
 static const char *const shape_names[S_COUNT] = {
     "outside submits", "several submitters", "chain", "fan-out", "delayed",
-    "future wait", "group wait", "drain", "helping wait",
+    "future wait", "group wait", "drain", "helping wait", "helping drain",
 };
 static uint64_t shape_counts[S_COUNT];
 
@@ -339,6 +341,13 @@ static void burst(struct rng *r)
     case S_HELPING:
         for (int i = 0; i < n && i < 8; i++)
             submit_job(0, 0, true);
+        break;
+    case S_DRAIN_HELP: /* the drainer runs tasks, also chains and fan-outs */
+        for (int i = 0; i < n; i++)
+            submit_job(i % 3 == 0 ? 0 : rng_below(r, 8), i % 3 == 1 ? 0 : rng_below(r, 4), false);
+        wait_begin(0, "als_pool_drain_help");
+        CHECK(als_pool_drain_help(pool) == 0, "als_pool_drain_help");
+        wait_end(0);
         break;
     case S_COUNT:
         break;

@@ -34,10 +34,10 @@ uint64_t als__in_flight(const als_pool_t *pool, unsigned gen)
 {
     unsigned lo = gen == 2 ? 0 : gen, hi = gen == 2 ? 1 : gen;
     uint64_t done = 0, submitted = 0;
-    for (unsigned i = 0; i < pool->nthreads; i++)
+    for (unsigned i = 0; i < pool->nworkers; i++)
         for (unsigned g = lo; g <= hi; g++)
             done += atomic_load_explicit(&pool->workers[i].done[g], memory_order_seq_cst);
-    for (unsigned i = 0; i < pool->nthreads; i++)
+    for (unsigned i = 0; i < pool->nworkers; i++)
         for (unsigned g = lo; g <= hi; g++)
             submitted += atomic_load_explicit(&pool->workers[i].submitted[g],
                                               memory_order_seq_cst);
@@ -153,14 +153,14 @@ int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out)
     if (!pool || !out)
         return ALS_EINVAL;
     uint64_t done = 0, failed = 0, cancelled = 0, started = 0, submitted = 0;
-    for (unsigned i = 0; i < pool->nthreads; i++) {
+    for (unsigned i = 0; i < pool->nworkers; i++) {
         const struct worker *w = &pool->workers[i];
         done += atomic_load_explicit(&w->done[0], memory_order_acquire);
         done += atomic_load_explicit(&w->done[1], memory_order_acquire);
         failed += atomic_load_explicit(&w->failed, memory_order_relaxed);
         cancelled += atomic_load_explicit(&w->cancelled, memory_order_relaxed);
     }
-    for (unsigned i = 0; i < pool->nthreads; i++) {
+    for (unsigned i = 0; i < pool->nworkers; i++) {
         const struct worker *w = &pool->workers[i];
         started += atomic_load_explicit(&w->started, memory_order_relaxed);
         submitted += atomic_load_explicit(&w->submitted[0], memory_order_relaxed);
@@ -170,7 +170,7 @@ int als_pool_stats_get(const als_pool_t *pool, als_pool_stats *out)
                  ext_submitted(pool, 1, memory_order_relaxed);
     uint64_t steals = 0, parks = 0, wakeups = atomic_load_explicit(&pool->ext_wakeups, memory_order_relaxed),
              sub_wakeups = atomic_load_explicit(&pool->ext_submitter_wakeups, memory_order_relaxed);
-    for (unsigned i = 0; i < pool->nthreads; i++) {
+    for (unsigned i = 0; i < pool->nworkers; i++) {
         const struct worker *w = &pool->workers[i];
         parks += atomic_load_explicit(&w->parks, memory_order_relaxed);
         steals += atomic_load_explicit(&w->steals, memory_order_relaxed);

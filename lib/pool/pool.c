@@ -126,21 +126,6 @@ void als__task_discard(als_pool_t *pool, struct als__task *t)
 
 /* ---- queueing ----------------------------------------------------------- */
 
-bool als__task_try_push(als_pool_t *pool, struct als__task *t)
-{
-    if (!als__ring_push(pool, t))
-        return false;
-    als__wake_one(pool);
-    return true;
-}
-
-void als__task_push(als_pool_t *pool, struct als__task *t)
-{
-    if (!als__ring_push(pool, t))
-        als__push_wait(pool, t, true);
-    als__wake_one(pool);
-}
-
 static int refuse_full(als_pool_t *pool, struct als__task *t)
 {
     atomic_fetch_add_explicit(&pool->rejected, 1, memory_order_relaxed);
@@ -327,7 +312,7 @@ void als__pool_unref(als_pool_t *pool)
 /* The queues and the memory (also of a pool als_pool_new gave up on). */
 static void pool_memory_free(als_pool_t *pool)
 {
-    for (unsigned i = 0; pool->workers && i < pool->nthreads; i++)
+    for (unsigned i = 0; pool->workers && i < pool->nworkers; i++)
         als__queue_fini(&pool->workers[i].local); /* never set up: no-op */
     for (unsigned i = 0; i < pool->ninboxes; i++)
         als__queue_fini(&pool->inboxes[i]);
@@ -382,8 +367,9 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     als_pool_t *pool = als__zalloc_aligned(sizeof *pool);
     if (!pool)
         return NULL;
-    pool->workers = als__zalloc_aligned((size_t)n * sizeof *pool->workers);
+    pool->workers = als__zalloc_aligned(((size_t)n + 1) * sizeof *pool->workers);
     pool->nthreads = n;
+    pool->nworkers = n + 1;
     pool->idle_words = (n + 63) / 64;
     pool->idle = als__zalloc_aligned(pool->idle_words * sizeof *pool->idle);
     /* Own queues for the workers (sched.c) where they fit in the capacity
@@ -393,7 +379,7 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
      * of INBOX_GROUP workers, where there are two groups or more. */
     unsigned ninboxes = pool->locals && n >= 2 * INBOX_GROUP ? n / INBOX_GROUP : 0;
     bool ok = pool->workers && pool->idle && als__queue_init(&pool->q, cap) == 0;
-    for (unsigned i = 0; ok && pool->locals && i < n; i++)
+    for (unsigned i = 0; ok && pool->locals && i <= n; i++)
         ok = als__queue_init(&pool->workers[i].local, LOCAL_CAP) == 0;
     if (ok && ninboxes) {
         ok = (pool->inboxes = als__zalloc_aligned(ninboxes * sizeof *pool->inboxes)) != NULL;
@@ -423,19 +409,24 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
      * submitter's stream: bench/pool spawn_many 73 -> 196 ns per task). */
     unsigned cpus = cpu_count(), running = n < cpus ? n : cpus;
     pool->surplus = n - running;
+    running = n < cpus - 1 ? n : cpus - 1; /* a helping drain takes a CPU */
+    pool->surplus_guest = n - running;
     pool->search_max = running / 2 > 2 ? running / 2 : 2;
     pool->room_mark = cap / 2;
     /* libgomp's threshold. A ring smaller than that fills first: a full
      * BLOCK pool runs its workers' submits inline anyway (als__task_queue). */
     pool->inline_mark = n > UINT_MAX / INLINE_PER_WORKER ? UINT_MAX : n * INLINE_PER_WORKER;
 
-    /* Workers start with an empty context whatever the creator's is. */
-    for (unsigned i = 0; i < n; i++) {
+    for (unsigned i = 0; i <= n; i++) {
         struct worker *w = &pool->workers[i];
         w->pool = pool;
         w->index = i;
         w->rng = i * 2654435761u + 1; /* xorshift: never 0 */
         w->poll = POLL_MIN;
+    }
+    /* Workers start with an empty context whatever the creator's is. */
+    for (unsigned i = 0; i < n; i++) {
+        struct worker *w = &pool->workers[i];
         if (als__thread_spawn(&w->thread, NULL, als__worker_main, w) != 0) {
             atomic_store_explicit(&pool->state, STOPPED, memory_order_seq_cst);
             als__wake_all(pool);
@@ -449,33 +440,45 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     return pool;
 }
 
-int als_pool_drain(als_pool_t *pool)
+/* A drain, also when its thread unwinds out of a task it helped with
+ * (als__guest_help). `guest`: the guest it helps as, or NULL. */
+struct drain {
+    als_pool_t *pool;
+    struct worker *guest;
+};
+
+static void drain_end(struct drain *d)
 {
-    if (!pool)
-        return ALS_EINVAL;
-    if (als__own_worker(pool))
-        return ALS_EDEADLK;
-    if (pool->forked)
-        return 0; /* nothing will ever run (see fork) */
-    /* Tasks accepted from now on, and their descendants, join the next
-     * generation: wait for this one only, so that steady submitters cannot
-     * keep a drain waiting. The previous drain emptied the other one. */
-    pthread_mutex_lock(&pool->drain_mu);
-    uint32_t e = atomic_load_explicit(&pool->drain_gen, memory_order_relaxed);
-    atomic_store_explicit(&pool->drain_gen, e + 1, memory_order_seq_cst);
-    atomic_fetch_add_explicit(&pool->drain_waiters, 1, memory_order_seq_cst);
+    if (d->guest)
+        als__guest_leave(d->guest);
+    als__hb_acquire(&d->pool->drain_seq);
+    atomic_fetch_sub_explicit(&d->pool->drain_waiters, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&d->pool->drain_mu);
+}
+
+/* Waits until nothing of drain generation `gen` is in flight. */
+static void drain_wait(struct drain *d, unsigned gen)
+{
+    als_pool_t *pool = d->pool;
     for (unsigned spins = 0;; spins++) {
         uint32_t seq = atomic_load_explicit(&pool->drain_seq, memory_order_acquire);
-        if (als__in_flight(pool, e & 1) == 0)
-            break;
+        if (d->guest)
+            als__worker_flush(d->guest); /* what it ran counts as done */
+        if (als__in_flight(pool, gen) == 0)
+            return;
+        /* Help as a worker would (worker.c als__guest_help). */
+        if (d->guest && als__guest_help(d->guest, gen)) {
+            spins = 0;
+            continue;
+        }
         /* Look again for a moment before sleeping: a burst's last tasks
          * end soon after its submitter drains, and a futex wake-up costs
          * the drain a scheduling round trip (bench/pool requests, 2
          * workers: about 5% per request). Yielding keeps the workers
-         * running where threads outnumber CPUs. (Running queued tasks
-         * here instead, as oneTBB's wait does, would break als.h's
-         * promises: tasks run on the pool's named workers, and a
-         * one-worker pool starts them in order.) */
+         * running where threads outnumber CPUs. (Plain drains run no
+         * task here, as oneTBB's wait does: als.h promises that tasks
+         * run on the pool's named workers, and that a one-worker pool
+         * starts them in order. als_pool_drain_help is the opt-in.) */
         if (spins < DRAIN_SPIN) {
             for (int k = 0; k < DRAIN_PAUSES; k++)
                 ALS__CPU_RELAX();
@@ -488,10 +491,46 @@ int als_pool_drain(als_pool_t *pool)
          * counters at every flush (bench/pool fanout: 5 -> 11 ns/task). */
         als__futex_wait_until(&pool->drain_seq, seq, UINT64_MAX, DRAIN_POLL_NS);
     }
-    als__hb_acquire(&pool->drain_seq);
-    atomic_fetch_sub_explicit(&pool->drain_waiters, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&pool->drain_mu);
-    return 0;
+}
+
+static int drain(als_pool_t *pool, bool help)
+{
+    if (!pool)
+        return ALS_EINVAL;
+    if (als__own_worker(pool))
+        return ALS_EDEADLK;
+    if (pool->forked)
+        return 0; /* nothing will ever run (see fork) */
+    /* The mutex also makes this drain the guest worker's only user. */
+    pthread_mutex_lock(&pool->drain_mu);
+    struct drain d __attribute__((cleanup(drain_end))) = {
+        pool, help ? &pool->workers[pool->nthreads] : NULL,
+    };
+    atomic_fetch_add_explicit(&pool->drain_waiters, 1, memory_order_seq_cst);
+    uint32_t e = atomic_load_explicit(&pool->drain_gen, memory_order_relaxed);
+    /* A helping drain whose thread ended inside a task left its
+     * generation unfinished: finish it first, or its tasks would join the
+     * generation the next drain does not wait for. */
+    if (pool->drain_unfinished)
+        drain_wait(&d, (e - 1) & 1);
+    /* Tasks accepted from now on, and their descendants, join the next
+     * generation: wait for this one only, so that steady submitters cannot
+     * keep a drain waiting. The previous drain emptied the other one. */
+    atomic_store_explicit(&pool->drain_gen, e + 1, memory_order_seq_cst);
+    pool->drain_unfinished = true;
+    drain_wait(&d, e & 1);
+    pool->drain_unfinished = false;
+    return 0; /* drain_end */
+}
+
+int als_pool_drain(als_pool_t *pool)
+{
+    return drain(pool, false);
+}
+
+int als_pool_drain_help(als_pool_t *pool)
+{
+    return drain(pool, true);
 }
 
 int als_pool_shutdown(als_pool_t *pool, int how)

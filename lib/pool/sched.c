@@ -47,6 +47,22 @@ bool als__ring_push(als_pool_t *pool, struct als__task *t)
     return als__queue_push(&pool->q, t);
 }
 
+/* Pushes to the ring and wakes a worker for it (pool.h). */
+bool als__task_try_push(als_pool_t *pool, struct als__task *t)
+{
+    if (!als__ring_push(pool, t))
+        return false;
+    als__wake_one(pool);
+    return true;
+}
+
+void als__task_push(als_pool_t *pool, struct als__task *t)
+{
+    if (!als__ring_push(pool, t))
+        als__push_wait(pool, t, true);
+    als__wake_one(pool);
+}
+
 /* Whether tasks wait where any worker can take them now: the shared
  * ring, some worker's own queue or inbox. (Ready, not a length: a push
  * still publishing wakes a worker itself when done, queue.h.) */
@@ -55,7 +71,7 @@ bool als__has_work(als_pool_t *pool)
     if (als__queue_ready(&pool->q))
         return true;
     if (pool->locals)
-        for (unsigned i = 0; i < pool->nthreads; i++)
+        for (unsigned i = 0; i < pool->nworkers; i++)
             if (als__queue_ready(&pool->workers[i].local))
                 return true;
     for (unsigned i = 0; i < pool->ninboxes; i++)
@@ -91,6 +107,21 @@ bool als__inbox_push(als_pool_t *pool, struct als__task *t)
 static bool batch_empty(const struct worker *w)
 {
     return w->batch_i == w->batch_n;
+}
+
+/* Queues what waits in w's slot, batch and own queue on the shared ring,
+ * waking workers for it (the guest, when its drain ends: pool.c). */
+void als__tasks_hand_back(struct worker *w)
+{
+    als_pool_t *pool = w->pool;
+    struct als__task *t = w->next;
+    w->next = NULL;
+    if (t)
+        als__task_push(pool, t);
+    while (!batch_empty(w))
+        als__task_push(pool, w->batch[w->batch_i++]);
+    while (pool->locals && (t = als__queue_pop(&w->local)) != NULL)
+        als__task_push(pool, t);
 }
 
 static unsigned local_length(const struct worker *w)
@@ -161,7 +192,7 @@ static struct als__task *steal_from(struct worker *w, struct als__queue *q)
 static struct als__task *steal(struct worker *w)
 {
     als_pool_t *pool = w->pool;
-    unsigned n = pool->nthreads;
+    unsigned n = pool->nworkers; /* the guest's own queue too */
     w->rng ^= w->rng << 13;
     w->rng ^= w->rng >> 17;
     w->rng ^= w->rng << 5;

@@ -110,9 +110,11 @@ struct als_pool {
     _Atomic uint64_t ext_wakeups, ext_submitter_wakeups; /* by other threads */
     _Alignas(ALS__CACHELINE) _Atomic uint32_t spinning; /* searching: idle,
                                      not parked (at most search_max) */
+    _Atomic uint32_t guest_busy;  /* a helping drain runs tasks (worker.c) */
     uint32_t search_max;
     unsigned surplus;             /* workers beyond the CPUs this process
                                      may run on, or 0 (als__workers_idle) */
+    unsigned surplus_guest;       /* the same while guest_busy */
     _Atomic uint64_t *idle;       /* bit per parked worker (own lines) */
     unsigned idle_words;
     _Alignas(ALS__CACHELINE) _Atomic uint32_t room_armed; /* a BLOCK submitter
@@ -124,6 +126,8 @@ struct als_pool {
     _Atomic uint32_t drain_gen;   /* bumped by each drain (under drain_mu);
                                      new tasks join generation drain_gen & 1 */
     pthread_mutex_t drain_mu;     /* one drain at a time */
+    bool drain_unfinished;        /* under drain_mu: a drain ended inside a
+                                     task it helped with (pool.c drain) */
     _Atomic uint32_t refs;        /* the owner's, and one per pending
                                      continuation (future.c): the memory
                                      outlives als_pool_free until those
@@ -140,6 +144,9 @@ struct als_pool {
     void (*on_error)(int task_result, void *arg, void *user);
     void *user;
     unsigned nthreads;
+    unsigned nworkers;            /* nthreads + 1: workers[nthreads] has no
+                                     thread, it is the guest a helping drain
+                                     runs tasks as (als_pool_drain_help) */
     unsigned room_mark;           /* wake blocked submitters at this length */
     unsigned inline_mark;         /* backlog that makes worker submits inline */
     struct worker *workers;
@@ -254,6 +261,7 @@ bool als__done_publish(struct worker *w);
 /* sched.c */
 bool als__ring_push(als_pool_t *pool, struct als__task *t);
 bool als__local_push(struct worker *w, struct als__task *t);
+void als__tasks_hand_back(struct worker *w);
 bool als__backlog_deep(const struct worker *w);
 bool als__push_wait(als_pool_t *pool, struct als__task *t, bool any_state);
 bool als__has_work(als_pool_t *pool);
@@ -271,5 +279,7 @@ void *als__worker_main(void *arg);
 void als__worker_join(als_pool_t *pool, struct worker *w);
 void als__worker_flush(struct worker *w);
 void als__task_run(struct worker *w, struct als__task *t);
+unsigned als__guest_help(struct worker *g, unsigned gen);
+void als__guest_leave(struct worker *g);
 
 #endif

@@ -9,6 +9,10 @@
  * helping wait, a full pool's inline submit) opens a scope of its own
  * (task_run). Both start and end the same way (task_start, task_end).
  *
+ * A helping drain (als_pool_drain_help) runs tasks as the pool's guest: a
+ * worker without a thread (workers[nthreads]), used by whichever thread
+ * holds the pool's drain mutex, so that every counter keeps one writer.
+ *
  * Uses: task.c, park.c, count.c, sched.c. */
 #include "scheduler.h"
 
@@ -257,6 +261,110 @@ static void worker_park(struct worker *w)
     als__park_withdraw(w);
 }
 
+/* The tasks running on w's thread as it ends (or unwinds out of a helping
+ * drain): each counts as failed with ALS_ECANCELED, and what they held is
+ * released (worker_unwound). */
+static void tasks_abandoned(struct worker *w)
+{
+    struct als__task *t = w->cur;
+    w->cur = NULL;
+    w->running = 0;
+    kept_close(w);
+    for (unsigned g = 0; g < 2; g++) {
+        /* Inline runs have no record: counted only. */
+        als__add(&w->failed, w->inlined[g], memory_order_relaxed);
+        w->done_pending[g] += w->inlined[g];
+        w->done_pending_n += w->inlined[g];
+        w->inlined[g] = 0;
+    }
+    while (t) {
+        struct als__task *outer = t->next;
+        task_end(w, t, ALS_ECANCELED, ALS__ID_LAZY);
+        t = outer;
+    }
+    als__worker_flush(w);
+}
+
+/* Inline runs may use INLINE_STACK below the frame that runs tasks (the
+ * worker loop's, a helping drain's), or a quarter of the thread's stack if
+ * that is smaller. Asked once per thread: for the main thread glibc reads
+ * /proc/self/maps to answer. */
+static uintptr_t inline_floor(uintptr_t frame)
+{
+    static _Thread_local uintptr_t budget;
+    if (!budget) {
+        budget = INLINE_STACK;
+        pthread_attr_t attr;
+        if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+            void *addr;
+            size_t size;
+            if (pthread_attr_getstack(&attr, &addr, &size) == 0 && size / 4 < budget)
+                budget = size / 4;
+            pthread_attr_destroy(&attr);
+        }
+    }
+    return frame - budget;
+}
+
+/* ---- the guest: a draining thread that helps (als_pool_drain_help) ---- */
+
+struct guest_turn {
+    struct worker *g;             /* NULL once the turn ended normally */
+    struct worker *self;          /* the caller's own worker, if any */
+};
+
+/* The thread ended (or unwound) inside a task run by als__guest_help:
+ * the tasks running on it fail as on a worker (the drain's own cleanup,
+ * pool.c, then hands the rest back). */
+static void guest_unwound(struct guest_turn *turn)
+{
+    if (!turn->g)
+        return;
+    tasks_abandoned(turn->g);
+    atomic_store_explicit(&turn->g->pool->guest_busy, 0, memory_order_relaxed);
+    als__self = turn->self;
+}
+
+/* Runs queued tasks on the calling thread as the pool's guest worker g,
+ * which is the caller's worker meanwhile: what the tasks submit goes where
+ * a worker's task's submits go, and a drain, shutdown or free from inside
+ * them is refused as on a worker. Runs while it finds tasks of drain
+ * generation `gen` (the drain cannot end before they have run), and stops
+ * after one of another: the drain looks whether its own have ended, so
+ * that newer tasks do not keep it. (Looking every 32 tasks as well made
+ * bench/pool chained at 16 workers 1.6x slower: a look sums every
+ * worker's counters.) Only the holder of the pool's drain_mu uses g, so its
+ * single-writer counters stay so. Returns how many tasks it ran. */
+unsigned als__guest_help(struct worker *g, unsigned gen)
+{
+    struct guest_turn turn __attribute__((cleanup(guest_unwound))) = { g, als__self };
+    unsigned n = 0;
+    als__self = g;
+    g->inline_floor = inline_floor((uintptr_t)__builtin_frame_address(0));
+    atomic_store_explicit(&g->pool->guest_busy, 1, memory_order_relaxed);
+    for (struct als__task *t; (t = als__task_take(g)) != NULL;) {
+        unsigned tgen = t->gen;
+        task_run_top(g, t); /* as the worker loop: one scope per frame */
+        n++;
+        if (tgen != gen)
+            break;
+    }
+    kept_close(g); /* the caller's context is back */
+    atomic_store_explicit(&g->pool->guest_busy, 0, memory_order_relaxed);
+    als__self = turn.self;
+    turn.g = NULL;
+    return n;
+}
+
+/* Ends a helping drain: passes on the tasks the guest took but did not
+ * run (newer than the drain, or submitted by the tasks it ran), so that
+ * no thread's absence strands them, and publishes its counts. */
+void als__guest_leave(struct worker *g)
+{
+    als__tasks_hand_back(g);
+    als__worker_flush(g);
+}
+
 /* Joins worker w's thread, and the threads that replaced it meanwhile
  * (worker_unwound). */
 void als__worker_join(als_pool_t *pool, struct worker *w)
@@ -291,23 +399,7 @@ static void worker_unwound(struct worker **pw)
     if (!w)
         return; /* als__worker_main returned */
     als_pool_t *pool = w->pool;
-    struct als__task *t = w->cur;
-    w->cur = NULL;
-    w->running = 0;
-    kept_close(w);
-    for (unsigned g = 0; g < 2; g++) {
-        /* Inline runs have no record: counted only. */
-        als__add(&w->failed, w->inlined[g], memory_order_relaxed);
-        w->done_pending[g] += w->inlined[g];
-        w->done_pending_n += w->inlined[g];
-        w->inlined[g] = 0;
-    }
-    while (t) {
-        struct als__task *outer = t->next;
-        task_end(w, t, ALS_ECANCELED, ALS__ID_LAZY);
-        t = outer;
-    }
-    als__worker_flush(w);
+    tasks_abandoned(w);
 
     pthread_mutex_lock(&pool->stop_mu);
     pthread_t heir;
@@ -324,22 +416,6 @@ static void worker_unwound(struct worker **pw)
 #endif
     }
     pthread_mutex_unlock(&pool->stop_mu);
-}
-
-/* Inline runs may use INLINE_STACK below the worker loop's frame, or a
- * quarter of the thread's stack if that is smaller. */
-static uintptr_t inline_floor(uintptr_t frame)
-{
-    uintptr_t budget = INLINE_STACK;
-    pthread_attr_t attr;
-    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-        void *addr;
-        size_t size;
-        if (pthread_attr_getstack(&attr, &addr, &size) == 0 && size / 4 < budget)
-            budget = size / 4;
-        pthread_attr_destroy(&attr);
-    }
-    return frame - budget;
 }
 
 /* Spins before parking: a submitter that is still producing then pays no
