@@ -408,7 +408,8 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
      * searcher for two workers parked one of them under an outside
      * submitter's stream: bench/pool spawn_many 73 -> 196 ns per task). */
     unsigned cpus = cpu_count(), running = n < cpus ? n : cpus;
-    pool->surplus = n - running;
+    pool->surplus_plain = n - running;
+    atomic_init(&pool->surplus, pool->surplus_plain);
     running = n < cpus - 1 ? n : cpus - 1; /* a helping drain takes a CPU */
     pool->surplus_guest = n - running;
     pool->search_max = running / 2 > 2 ? running / 2 : 2;

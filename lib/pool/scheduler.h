@@ -110,11 +110,14 @@ struct als_pool {
     _Atomic uint64_t ext_wakeups, ext_submitter_wakeups; /* by other threads */
     _Alignas(ALS__CACHELINE) _Atomic uint32_t spinning; /* searching: idle,
                                      not parked (at most search_max) */
-    _Atomic uint32_t guest_busy;  /* a helping drain runs tasks (worker.c) */
+    _Atomic uint32_t surplus;     /* idle workers that could not run beside
+                                     the busy ones (als__workers_idle):
+                                     surplus_plain, or surplus_guest while
+                                     a helping drain runs tasks (worker.c) */
     uint32_t search_max;
-    unsigned surplus;             /* workers beyond the CPUs this process
-                                     may run on, or 0 (als__workers_idle) */
-    unsigned surplus_guest;       /* the same while guest_busy */
+    unsigned surplus_plain;       /* workers beyond the CPUs this process
+                                     may run on, or 0 */
+    unsigned surplus_guest;       /* the same with one CPU fewer */
     _Atomic uint64_t *idle;       /* bit per parked worker (own lines) */
     unsigned idle_words;
     _Alignas(ALS__CACHELINE) _Atomic uint32_t room_armed; /* a BLOCK submitter

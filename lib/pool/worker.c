@@ -220,12 +220,14 @@ static bool kept_clean(const struct worker *w)
            als__tls.v.entered == w->kept && !als__tls.cache.frame;
 }
 
-/* A task run by the worker loop. Consecutive tasks of one frame (a chain, a
- * submitter's stream) share one scope: each needs only its own ids, and
- * the scope is closed as soon as a task leaves anything in it, a task of
- * another frame comes, or the worker publishes its counts. The scope holds
- * its own reference, so the frame outlives the tasks' deferred ones. */
-static void task_run_top(struct worker *w, struct als__task *t)
+/* A task run by the worker loop (or a helping drain's guest). Consecutive
+ * tasks of one frame (a chain, a submitter's stream) share one scope: each
+ * needs only its own ids, and the scope is closed as soon as a task leaves
+ * anything in it, a task of another frame comes, or the worker publishes
+ * its counts. The scope holds its own reference, so the frame outlives the
+ * tasks' deferred ones. Inlined into both callers: out of line it cost the
+ * worker loop 21 instructions per task (callgrind, chained). */
+ALS__HOT void task_run_top(struct worker *w, struct als__task *t)
 {
     if (!task_start(w, t)) {
         kept_close(w);
@@ -321,7 +323,8 @@ static void guest_unwound(struct guest_turn *turn)
     if (!turn->g)
         return;
     tasks_abandoned(turn->g);
-    atomic_store_explicit(&turn->g->pool->guest_busy, 0, memory_order_relaxed);
+    atomic_store_explicit(&turn->g->pool->surplus, turn->g->pool->surplus_plain,
+                          memory_order_relaxed);
     als__self = turn->self;
 }
 
@@ -341,7 +344,8 @@ unsigned als__guest_help(struct worker *g, unsigned gen)
     unsigned n = 0;
     als__self = g;
     g->inline_floor = inline_floor((uintptr_t)__builtin_frame_address(0));
-    atomic_store_explicit(&g->pool->guest_busy, 1, memory_order_relaxed);
+    /* Its CPU is taken while it runs tasks (park.c als__workers_idle). */
+    atomic_store_explicit(&g->pool->surplus, g->pool->surplus_guest, memory_order_relaxed);
     for (struct als__task *t; (t = als__task_take(g)) != NULL;) {
         unsigned tgen = t->gen;
         task_run_top(g, t); /* as the worker loop: one scope per frame */
@@ -350,7 +354,7 @@ unsigned als__guest_help(struct worker *g, unsigned gen)
             break;
     }
     kept_close(g); /* the caller's context is back */
-    atomic_store_explicit(&g->pool->guest_busy, 0, memory_order_relaxed);
+    atomic_store_explicit(&g->pool->surplus, g->pool->surplus_plain, memory_order_relaxed);
     als__self = turn.self;
     turn.g = NULL;
     return n;
