@@ -25,6 +25,8 @@ struct als__queue {
     _Alignas(CK_MD_CACHELINE) unsigned tail;  /* the next push's ticket */
     unsigned head_seen;                       /* the head as a producer last read it */
     _Alignas(CK_MD_CACHELINE) unsigned head;  /* the next pop's ticket */
+    _Alignas(CK_MD_CACHELINE) unsigned tail_seen; /* a recent push's ticket + 1,
+                                                     for the length */
 };
 
 /* `size` is a power of two; the queue holds `size` items.
@@ -47,11 +49,14 @@ unsigned als__queue_pop_many(struct als__queue *q, void **items, unsigned max);
 /* Whether a pop would find an item now: the oldest push has published it.
  * This, not the length, decides whether a worker may sleep: a producer
  * that took its ticket but has not yet published (preempted in between)
- * counts in the length, and its own push wakes a worker once it
+ * may count in the length, and its own push wakes a worker once it
  * publishes. */
 bool als__queue_ready(struct als__queue *q);
-/* Tickets taken and not yet popped, a racy snapshot (exact when nobody
- * pushes or pops); it counts pushes still publishing. */
+/* Items pushed and not yet popped, an estimate for heuristics (exact when
+ * nobody pushes or pops): the newest push's ticket as recorded after its
+ * publish, less the head. It may count a push still publishing behind a
+ * later one, and with several producers lag one that has not yet
+ * recorded its ticket. */
 unsigned als__queue_length(struct als__queue *q);
 
 #endif
