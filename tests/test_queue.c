@@ -133,6 +133,26 @@ static void stalled_producer_holds_up_no_producer(void **state)
     als__queue_fini(&q);
 }
 
+/* Two producers recorded their tickets out of order (the earlier one's
+ * store landed last): the length lags a queued item, and ready still
+ * tells that a pop would find it (lib/pool/sched.c steal_from relies on
+ * that). */
+static void length_may_lag_ready_does_not(void **state)
+{
+    (void)state;
+    struct als__queue q;
+    assert_int_equal(als__queue_init(&q, SIZE), 0);
+    assert_true(als__queue_push(&q, &items[0]));
+    assert_true(als__queue_push(&q, &items[1]));
+    q.tail_seen = 1; /* ticket 0's record, stored after ticket 1's */
+    assert_ptr_equal(als__queue_pop(&q), &items[0]);
+    assert_int_equal(als__queue_length(&q), 0);
+    assert_true(als__queue_ready(&q));
+    assert_ptr_equal(als__queue_pop(&q), &items[1]);
+    assert_false(als__queue_ready(&q));
+    als__queue_fini(&q);
+}
+
 /* ---- many threads ------------------------------------------------------- */
 
 #define PRODUCERS 4
@@ -263,6 +283,7 @@ int main(void)
         cmocka_unit_test(owner_push_and_pop_many),
         cmocka_unit_test(tickets_wrap),
         cmocka_unit_test(stalled_producer_holds_up_no_producer),
+        cmocka_unit_test(length_may_lag_ready_does_not),
         cmocka_unit_test(many_producers_many_consumers),
         cmocka_unit_test(owner_and_thieves),
     };

@@ -174,9 +174,13 @@ bool als__local_push(struct worker *w, struct als__task *t)
 static struct als__task *steal_from(struct worker *w, struct als__queue *q)
 {
     unsigned len = als__queue_length(q);
-    if (!len)
+    /* The length is an estimate that can lag a task behind (queue.h:
+     * two producers may record their tickets out of order), and a thief
+     * woken for that task must still find it (stress/handoff under TSan
+     * lost one: its inbox's owners parked, the woken thief saw length 0). */
+    if (!len && !als__queue_ready(q))
         return NULL;
-    unsigned want = (len + 1) / 2;
+    unsigned want = len ? (len + 1) / 2 : 1;
     struct als__task *got[STEAL_MAX];
     unsigned m = als__queue_pop_many(q, (void **)got, want < STEAL_MAX ? want : STEAL_MAX);
     if (!m)
