@@ -311,20 +311,23 @@ static uintptr_t inline_floor(uintptr_t frame)
 /* ---- the guest: a draining thread that helps (als_pool_drain_help) ---- */
 
 struct guest_turn {
-    struct worker *g;             /* NULL once the turn ended normally */
+    struct worker *g;
     struct worker *self;          /* the caller's own worker, if any */
+    bool unwinding;               /* false once the turn ended normally */
 };
 
-/* The thread ended (or unwound) inside a task run by als__guest_help:
- * the tasks running on it fail as on a worker (the drain's own cleanup,
- * pool.c, then hands the rest back). */
-static void guest_unwound(struct guest_turn *turn)
+/* Ends a turn of als__guest_help, also when the thread ends (or unwinds)
+ * inside a task: then the tasks running on it fail as on a worker (the
+ * drain's own cleanup, pool.c, hands the rest back); else the caller's
+ * context comes back. */
+static void guest_turn_end(struct guest_turn *turn)
 {
-    if (!turn->g)
-        return;
-    tasks_abandoned(turn->g);
-    atomic_store_explicit(&turn->g->pool->surplus, turn->g->pool->surplus_plain,
-                          memory_order_relaxed);
+    struct worker *g = turn->g;
+    if (ALS__UNLIKELY(turn->unwinding))
+        tasks_abandoned(g);
+    else
+        kept_close(g);
+    atomic_store_explicit(&g->pool->surplus, g->pool->surplus_plain, memory_order_relaxed);
     als__self = turn->self;
 }
 
@@ -340,7 +343,7 @@ static void guest_unwound(struct guest_turn *turn)
  * single-writer counters stay so. Returns how many tasks it ran. */
 unsigned als__guest_help(struct worker *g, unsigned gen)
 {
-    struct guest_turn turn __attribute__((cleanup(guest_unwound))) = { g, als__self };
+    struct guest_turn turn __attribute__((cleanup(guest_turn_end))) = { g, als__self, true };
     unsigned n = 0;
     als__self = g;
     g->inline_floor = inline_floor((uintptr_t)__builtin_frame_address(0));
@@ -353,10 +356,7 @@ unsigned als__guest_help(struct worker *g, unsigned gen)
         if (tgen != gen)
             break;
     }
-    kept_close(g); /* the caller's context is back */
-    atomic_store_explicit(&g->pool->surplus, g->pool->surplus_plain, memory_order_relaxed);
-    als__self = turn.self;
-    turn.g = NULL;
+    turn.unwinding = false;
     return n;
 }
 
