@@ -1,7 +1,9 @@
 #include "bench_util.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,61 @@ unsigned bench_cpu_count(void)
             return (unsigned)n;
     }
     return 1;
+}
+
+#define RT_TRIPS 20000
+
+struct rt_probe {
+    _Atomic unsigned ball; /* odd: the helper's turn */
+    int cpu;
+    bool pinned;
+};
+
+static bool pin_self(int cpu)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    return pthread_setaffinity_np(pthread_self(), sizeof one, &one) == 0;
+}
+
+static void *rt_helper(void *arg)
+{
+    struct rt_probe *p = arg;
+    p->pinned = pin_self(p->cpu);
+    for (unsigned i = 0; i < RT_TRIPS; i++) {
+        while (atomic_load_explicit(&p->ball, memory_order_acquire) != 2 * i + 1)
+            ;
+        atomic_store_explicit(&p->ball, 2 * i + 2, memory_order_release);
+    }
+    return NULL;
+}
+
+double bench_cross_cpu_rt_ns(void)
+{
+    cpu_set_t mine;
+    if (pthread_getaffinity_np(pthread_self(), sizeof mine, &mine) != 0 || CPU_COUNT(&mine) < 2)
+        return -1;
+    int cpu[2], n = 0;
+    for (int c = 0; c < CPU_SETSIZE && n < 2; c++)
+        if (CPU_ISSET(c, &mine))
+            cpu[n++] = c;
+    struct rt_probe p = {.cpu = cpu[1]};
+    pthread_t th;
+    if (!pin_self(cpu[0]) || pthread_create(&th, NULL, rt_helper, &p) != 0) {
+        pthread_setaffinity_np(pthread_self(), sizeof mine, &mine);
+        return -1;
+    }
+    uint64_t t0 = bench_now_ns();
+    for (unsigned i = 0; i < RT_TRIPS; i++) {
+        atomic_store_explicit(&p.ball, 2 * i + 1, memory_order_release);
+        while (atomic_load_explicit(&p.ball, memory_order_acquire) != 2 * i + 2)
+            ;
+    }
+    uint64_t t = bench_now_ns() - t0;
+    pthread_join(th, NULL);
+    pthread_setaffinity_np(pthread_self(), sizeof mine, &mine);
+    return p.pinned ? (double)t / RT_TRIPS : -1;
 }
 
 static int cmp_double(const void *a, const void *b)

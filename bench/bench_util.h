@@ -28,6 +28,16 @@ void bench_sleep_ns(uint64_t ns);
  * count" means the same thing for every backend. */
 unsigned bench_cpu_count(void);
 
+/* The machine's mode: nanoseconds per round trip of a cache line between
+ * two CPUs (the first two this process may run on), 20000 round trips
+ * (about 10 ms) by this thread and a helper, each pinned to one of them;
+ * this thread's CPU affinity is restored after. -1 with fewer than 2 CPUs
+ * or if pinning fails. On the project's 2-vCPU VM it reads about 370 ns
+ * when the host gives the two vCPUs cores that share a cache, and about
+ * 600 when it does not, which moves every cross-thread figure 2-3x
+ * (docs/performance.md, "Reading the numbers"). */
+double bench_cross_cpu_rt_ns(void);
+
 /* Sorts `v[0..n)` in place and returns the median (the mean of the two
  * middle values for even n); 0 for n == 0. */
 double bench_median(double *v, size_t n);

@@ -823,13 +823,16 @@ int main(int argc, char **argv)
             run_once(bk[b], pools[b], &scenarios[s], warm, NULL);
             bench_sleep_ns(settle_ns);
         }
+        double rt[MAX_REPS];
         for (uint64_t r = 0; r < reps; r++) {
+            rt[r] = bench_cross_cpu_rt_ns();
             for (size_t b = 0; b < nb; b++) {
                 tp[s][b].runs[r] =
                     (double)run_once(bk[b], pools[b], &scenarios[s], n, &tp[s][b].sched);
                 bench_sleep_ns(settle_ns);
             }
         }
+        R->rt_ns[s] = bench_median(rt, reps);
         for (size_t b = 0; b < nb; b++) {
             double tmp[MAX_REPS];
             memcpy(tmp, tp[s][b].runs, reps * sizeof tmp[0]);
@@ -905,13 +908,16 @@ int main(int argc, char **argv)
             requests_once(bk[b], pools[b], reqs, warm, inflight, rl[b], NULL);
             bench_sleep_ns(settle_ns);
         }
+        double rt[MAX_REPS];
         for (uint64_t r = 0; r < reps; r++) {
+            rt[r] = bench_cross_cpu_rt_ns();
             for (size_t b = 0; b < nb; b++) {
                 rq[b].runs[r] = (double)requests_once(bk[b], pools[b], reqs, nreq, inflight,
                                                       rl[b] + r * nreq, &rq[b].sched);
                 bench_sleep_ns(settle_ns);
             }
         }
+        R->rq_rt_ns = bench_median(rt, reps);
         for (size_t b = 0; b < nb; b++) {
             double tmp[MAX_REPS];
             memcpy(tmp, rq[b].runs, reps * sizeof tmp[0]);
@@ -1003,7 +1009,7 @@ int main(int argc, char **argv)
                     sched_json(jf, &t->sched);
                 fprintf(jf, "}");
             }
-            fprintf(jf, "\n    }");
+            fprintf(jf, "\n    }, \"cross_cpu_rt_ns\": %.0f", R->rt_ns[s]);
             if (ials < nb) {
                 fprintf(jf, ", \"libals_speedup\": {");
                 bool f2 = true;
@@ -1056,7 +1062,7 @@ int main(int argc, char **argv)
                     sched_json(jf, &rq[b].sched);
                 fprintf(jf, "}");
             }
-            fprintf(jf, "\n    }}");
+            fprintf(jf, "\n    }, \"cross_cpu_rt_ns\": %.0f}", R->rq_rt_ns);
         }
         if (ctx_overhead > -1)
             fprintf(jf, ",\n  \"libals_ctx4_over_ctx0\": %.4f", ctx_overhead + 1);
@@ -1191,6 +1197,16 @@ int main(int argc, char **argv)
             sched_row("latency", &lat[ials].sched);
         if (do_req)
             sched_row("requests", &rq[ials].sched);
+    }
+
+    if (!json) {
+        printf("\nthe machine's mode: cross-CPU cache-line round trip before each run, ns "
+               "(median; bench_util.h)\n");
+        for (size_t s = 0; s < NSCEN; s++)
+            if (tp[s][0].done)
+                printf("%-32s %8.0f\n", scenarios[s].label, R->rt_ns[s]);
+        if (do_req)
+            printf("%-32s %8.0f\n", "requests", R->rq_rt_ns);
     }
 
     if (!json && ntargets) {

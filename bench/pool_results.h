@@ -61,6 +61,10 @@ struct results {
     struct lat_result lat[RESULTS_MAX_BACKENDS];
     struct req_result rq[RESULTS_MAX_BACKENDS];
     bool do_lat, do_req;
+    /* The machine's mode while each scenario ran: the median over its
+     * repetitions of bench_cross_cpu_rt_ns() taken before each (-1: not
+     * measured). */
+    double rt_ns[RESULTS_MAX_SCENARIOS], rq_rt_ns;
 };
 
 /* x per 1000 of c's tasks (0 without tasks). */

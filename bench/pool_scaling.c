@@ -120,6 +120,7 @@ static void row(FILE *jf, const struct results *r, enum kind k, size_t s, bool f
             best = v;
     }
     const struct sched *c = has_als ? counts_of(r, k, s) : NULL;
+    double rt = k == THROUGHPUT ? r->rt_ns[s] : k == REQUESTS ? r->rq_rt_ns : -1;
     if (jf) {
         fprintf(jf, "%s\n      {\"workers\": %u, \"results\": {", first ? "" : ",", r->threads);
         for (size_t b = 0; b < r->nb; b++)
@@ -129,6 +130,8 @@ static void row(FILE *jf, const struct results *r, enum kind k, size_t s, bool f
             fprintf(jf, ", \"libals_over_best\": %.3f", best / mine);
         if (c)
             sched_json(jf, c);
+        if (rt > 0)
+            fprintf(jf, ", \"cross_cpu_rt_ns\": %.0f", rt);
         fprintf(jf, "}");
         return;
     }
@@ -143,6 +146,10 @@ static void row(FILE *jf, const struct results *r, enum kind k, size_t s, bool f
         printf(" %8.2f %8.2f %8.2f %8.2f", per_1000(c->parks, c), per_1000(c->wakeups, c),
                per_1000(c->submitter_wakeups, c), per_1000(c->steals, c));
     }
+    if (rt > 0)
+        printf(" %7.0f", rt);
+    else
+        printf(" %7s", "-");
     printf("\n");
 }
 
@@ -164,7 +171,9 @@ static void emit(FILE *jf, const struct results *res, size_t nw)
     } else {
         printf("bench/pool scaling: %u CPUs, median of %llu runs per backend and worker "
                "count;\nlibals/best: the best baseline's figure over libals's (> 1: libals "
-               "ahead);\nparks .. steals: libals's system calls and steals per 1000 tasks\n",
+               "ahead);\nparks .. steals: libals's system calls and steals per 1000 tasks;\n"
+               "rt ns: the machine's mode, a cross-CPU cache-line round trip (median over "
+               "the runs; bench_util.h)\n",
                bench_cpu_count(), (unsigned long long)r0->reps);
     }
     bool first = true;
@@ -189,7 +198,7 @@ static void emit(FILE *jf, const struct results *res, size_t nw)
             if (r0->ials < r0->nb)
                 printf(" %11s %8s %8s %8s %8s", "libals/best", "parks", "wakeups", "sub.wake",
                        "steals");
-            printf("\n");
+            printf(" %7s\n", "rt ns");
         }
         first = false;
         for (size_t w = 0; w < nw; w++)

@@ -79,6 +79,13 @@ def main():
             ratios = [fmt(sp[b]) + "x" for b in others if b in sp]
             w(f"| {s['scenario']} | {n} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
         w("")
+        rts = [(s["scenario"], s["cross_cpu_rt_ns"]) for s in r["throughput"]
+               if s.get("cross_cpu_rt_ns", -1) > 0]
+        if r.get("requests", {}).get("cross_cpu_rt_ns", -1) > 0:
+            rts.append(("requests", r["requests"]["cross_cpu_rt_ns"]))
+        if rts:
+            w("The machine's mode while each scenario ran (cross-CPU cache-line round trip, "
+              "ns, median over the runs): " + ", ".join(f"{n} {v:.0f}" for n, v in rts) + ".\n")
         if "requests" in r:
             q = r["requests"]
             res = q["results"]
