@@ -32,7 +32,7 @@ static void fifo_and_exact_capacity(void **state)
     for (int i = 0; i < SIZE; i++)
         assert_true(als__queue_push(&q, &items[i]));
     assert_false(als__queue_push(&q, &items[SIZE])); /* full: SIZE items */
-    assert_int_equal(als__queue_length(&q), SIZE);
+    assert_int_equal(als__queue_length(&q), SIZE); /* recorded at ticket 7 */
     assert_true(als__queue_ready(&q));
     for (int i = 0; i < SIZE; i++)
         assert_ptr_equal(als__queue_pop(&q), &items[i]);
@@ -80,7 +80,8 @@ static void tickets_wrap(void **state)
         for (int i = 0; i < SIZE; i++)
             assert_true(als__queue_push(&q, &items[i]));
         assert_false(als__queue_push(&q, &items[SIZE]));
-        assert_int_equal(als__queue_length(&q), SIZE);
+        /* Recorded at the last ticket of each ALS__QUEUE_LENGTH_EVERY. */
+        assert_true(SIZE - als__queue_length(&q) < ALS__QUEUE_LENGTH_EVERY);
         for (int i = 0; i < SIZE; i++)
             assert_ptr_equal(als__queue_pop(&q), &items[i]);
         assert_null(als__queue_pop(&q));
@@ -150,6 +151,30 @@ static void length_may_lag_ready_does_not(void **state)
     assert_true(als__queue_ready(&q));
     assert_ptr_equal(als__queue_pop(&q), &items[1]);
     assert_false(als__queue_ready(&q));
+    als__queue_fini(&q);
+}
+
+/* The length is recorded at every ALS__QUEUE_LENGTH_EVERY-th ticket: it
+ * lags the pushes in between, ready does not; an owner's pushes record
+ * every one. */
+static void length_recorded_every_few_pushes(void **state)
+{
+    (void)state;
+    _Static_assert(2 * ALS__QUEUE_LENGTH_EVERY <= 4 * SIZE, "items");
+    struct als__queue q;
+    assert_int_equal(als__queue_init(&q, 4 * SIZE), 0);
+    for (int i = 0; i < 2 * ALS__QUEUE_LENGTH_EVERY; i++) {
+        assert_true(als__queue_push(&q, &items[i]));
+        assert_int_equal(als__queue_length(&q),
+                         (unsigned)(i + 1) / ALS__QUEUE_LENGTH_EVERY * ALS__QUEUE_LENGTH_EVERY);
+        assert_true(als__queue_ready(&q));
+    }
+    als__queue_fini(&q);
+    assert_int_equal(als__queue_init(&q, 4 * SIZE), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_true(als__queue_push_owner(&q, &items[i]));
+        assert_int_equal(als__queue_length(&q), i + 1);
+    }
     als__queue_fini(&q);
 }
 
@@ -284,6 +309,7 @@ int main(void)
         cmocka_unit_test(tickets_wrap),
         cmocka_unit_test(stalled_producer_holds_up_no_producer),
         cmocka_unit_test(length_may_lag_ready_does_not),
+        cmocka_unit_test(length_recorded_every_few_pushes),
         cmocka_unit_test(many_producers_many_consumers),
         cmocka_unit_test(owner_and_thieves),
     };

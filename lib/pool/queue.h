@@ -52,11 +52,14 @@ unsigned als__queue_pop_many(struct als__queue *q, void **items, unsigned max);
  * may count in the length, and its own push wakes a worker once it
  * publishes. */
 bool als__queue_ready(struct als__queue *q);
-/* Items pushed and not yet popped, an estimate for heuristics (exact when
- * nobody pushes or pops): the newest push's ticket as recorded after its
- * publish, less the head. It may count a push still publishing behind a
- * later one, and with several producers lag one that has not yet
- * recorded its ticket. */
+/* Items pushed and not yet popped, an estimate for heuristics: the ticket
+ * recorded after a push, less the head. als__queue_push records it at
+ * every ALS__QUEUE_LENGTH_EVERY-th ticket only, so the length may lag up
+ * to that many pushes less one (and with several producers, whose records
+ * can land out of order, more); it may count a push still publishing
+ * behind a later one. A queue pushed only by als__queue_push_owner
+ * records every push: exact when nobody pushes or pops. */
+#define ALS__QUEUE_LENGTH_EVERY 8
 unsigned als__queue_length(struct als__queue *q);
 
 #endif

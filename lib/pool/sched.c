@@ -129,17 +129,14 @@ static unsigned local_length(const struct worker *w)
     return w->pool->locals ? als__queue_length((struct als__queue *)&w->local) : 0;
 }
 
-static unsigned inbox_length(const struct worker *w)
-{
-    return w->inbox ? als__queue_length(w->inbox) : 0;
-}
-
 /* Whether nothing waits in this worker's own queues (slot, batch, own
- * queue, inbox) nor the shared one. */
+ * queue, inbox) nor the shared one. The inbox and the ring by readiness:
+ * their lengths may lag a few pushes (queue.h), and a task they hide
+ * would wait behind a chain in the slot for as long as it runs. */
 bool als__local_idle(const struct worker *w)
 {
-    return !w->next && batch_empty(w) && local_length(w) == 0 && inbox_length(w) == 0 &&
-           als__queue_length(&w->pool->q) == 0;
+    return !w->next && batch_empty(w) && local_length(w) == 0 &&
+           !(w->inbox && als__queue_ready(w->inbox)) && !als__queue_ready(&w->pool->q);
 }
 
 /* Whether a task of worker w submitting now finds a deep backlog: its own
