@@ -182,8 +182,10 @@ static struct als__task *steal_from(struct worker *w, struct als__queue *q)
     unsigned m = als__queue_pop_many(q, (void **)got, want < STEAL_MAX ? want : STEAL_MAX);
     if (!m)
         return NULL;
-    for (unsigned i = 1; i < m; i++)
+    for (unsigned i = 1; i < m; i++) {
+        als__task_prefetch(got[i]);
         als__queue_push_owner(&w->local, got[i]);
+    }
     als__add(&w->steals, m, memory_order_relaxed);
     return got[0];
 }
@@ -225,6 +227,8 @@ static struct als__task *ring_take(struct worker *w)
         unsigned n = als__queue_pop_many(&pool->q, (void **)w->batch,
                                          per_worker < POP_BATCH ? per_worker : POP_BATCH);
         if (n) {
+            for (unsigned i = 1; i < n; i++)
+                als__task_prefetch(w->batch[i]);
             w->batch_i = 1;
             w->batch_n = n;
             return w->batch[0];
