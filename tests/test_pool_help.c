@@ -6,9 +6,11 @@
  * submit-time context and the caller's comes back; they count as the
  * pool's (stats, on_error, als_pool_current); drains and shutdowns from
  * inside them are refused; tasks the drain took but must not wait for go
- * back to the workers; and a task that ends the draining thread leaves
- * the pool usable. Tasks record; the main thread asserts. */
+ * back to the workers; the share of the queue the drain takes at once
+ * stays within the workers' reach; and a task that ends the draining
+ * thread leaves the pool usable. Tasks record; the main thread asserts. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -144,6 +147,86 @@ static void runs_queued_tasks_on_the_caller(void **state)
     assert_int_equal(als_enter_with(store, NULL), 0);
     als_pool_free(p);
     gate_destroy(&g);
+}
+
+/* ---- the drain's share: a stretch of the queue, stealable --------------- */
+
+/* The helping drain takes half of the queued tasks into a queue of its
+ * own (so that a request's subtasks, submitted together, run on one
+ * thread), and idle workers must be able to take them back: here the
+ * drain's first task waits until every other task has run while the
+ * drain's thread is inside it, so the other tasks of its share can only
+ * run if the worker steals them. (A share kept where no worker reaches,
+ * as the drain's batches were, would leave that wait to time out.) */
+#define SHARE_TASKS 32
+#define SHARE_WAIT_S 10
+
+struct share {
+    struct gate *hold;            /* the worker waits here until task 0 */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int ran;                      /* tasks 1.. that ran */
+    bool all_ran;                 /* task 0 saw them all run */
+    pthread_t thread[SHARE_TASKS];
+};
+
+struct share_arg {
+    struct share *sh;
+    int i;
+};
+
+static int share_task(void *arg)
+{
+    struct share_arg *a = arg;
+    struct share *sh = a->sh;
+    sh->thread[a->i] = pthread_self();
+    pthread_mutex_lock(&sh->mu);
+    if (a->i == 0) {
+        gate_open(sh->hold);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += SHARE_WAIT_S;
+        while (sh->ran < SHARE_TASKS - 1 &&
+               pthread_cond_timedwait(&sh->cv, &sh->mu, &until) != ETIMEDOUT) {
+        }
+        sh->all_ran = sh->ran == SHARE_TASKS - 1;
+    } else {
+        sh->ran++;
+        pthread_cond_broadcast(&sh->cv);
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return 0;
+}
+
+static void workers_take_back_the_drains_share(void **state)
+{
+    (void)state;
+    struct gate g;
+    als_pool_t *p = held_pool(&g, NULL); /* its one worker waits at g */
+    struct share sh = { .hold = &g };
+    pthread_mutex_init(&sh.mu, NULL);
+    pthread_cond_init(&sh.cv, NULL);
+    struct share_arg args[SHARE_TASKS];
+    for (int i = 0; i < SHARE_TASKS; i++) {
+        args[i] = (struct share_arg){ &sh, i };
+        assert_int_equal(als_submit(p, share_task, &args[i]), 0);
+    }
+
+    assert_int_equal(als_pool_drain_help(p), 0);
+
+    assert_true(sh.all_ran);
+    assert_true(pthread_equal(sh.thread[0], pthread_self()));
+    for (int i = 1; i < SHARE_TASKS; i++)
+        assert_false(pthread_equal(sh.thread[i], pthread_self()));
+    als_pool_stats st;
+    get_stats(p, &st);
+    assert_true(st.steals >= 1); /* from the drain's own queue */
+    assert_int_equal(st.completed, 1 + SHARE_TASKS);
+    assert_balanced(&st);
+    als_pool_free(p);
+    gate_destroy(&g);
+    pthread_cond_destroy(&sh.cv);
+    pthread_mutex_destroy(&sh.mu);
 }
 
 /* ---- refusals ------------------------------------------------------------ */
@@ -312,6 +395,7 @@ int main(void)
         cmocka_unit_test(runs_queued_tasks_on_the_caller),
         cmocka_unit_test(refuses_what_a_worker_refuses),
         cmocka_unit_test(passes_newer_tasks_on),
+        cmocka_unit_test(workers_take_back_the_drains_share),
         cmocka_unit_test(thread_ending_in_a_task_leaves_the_pool_usable),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -15,7 +15,9 @@
  * starve outside submitters. While the ring holds two or more tasks per
  * worker, a worker claims up to POP_BATCH of them with one CAS and runs
  * them in order (ring_take); they still count as queued, and the slot's
- * fairness rule covers them too.
+ * fairness rule covers them too. A helping drain (the guest worker) takes
+ * half of the ring into its own queue instead, so that it and the workers
+ * run different stretches of the submits; idle workers steal from it.
  *
  * Outside submits are sharded: in a pool with own queues and at least
  * 2 * INBOX_GROUP workers, each group of INBOX_GROUP workers shares an
@@ -165,6 +167,24 @@ bool als__local_push(struct worker *w, struct als__task *t)
     return als__queue_push_owner(&w->local, t);
 }
 
+/* Takes up to n tasks off queue q with one claim: returns the first (NULL:
+ * none) and keeps the others in w's own queue, which the caller found
+ * empty (only w pushes to it) and which holds LOCAL_CAP >= STEAL_MAX. */
+static struct als__task *take_to_own(struct worker *w, struct als__queue *q, unsigned n,
+                                     unsigned *taken)
+{
+    struct als__task *got[STEAL_MAX];
+    unsigned m = als__queue_pop_many(q, (void **)got, n < STEAL_MAX ? n : STEAL_MAX);
+    *taken = m;
+    if (!m)
+        return NULL;
+    for (unsigned i = 1; i < m; i++) {
+        als__task_prefetch(got[i]);
+        als__queue_push_owner(&w->local, got[i]);
+    }
+    return got[0];
+}
+
 /* Takes up to half of queue q (another worker's own queue, or an inbox):
  * returns one task and keeps the others in w's own queue (empty: w looked
  * there first, only w pushes to it, and half of q fits). */
@@ -177,17 +197,10 @@ static struct als__task *steal_from(struct worker *w, struct als__queue *q)
      * lost one: its inbox's owners parked, the woken thief saw length 0). */
     if (!len && !als__queue_ready(q))
         return NULL;
-    unsigned want = len ? (len + 1) / 2 : 1;
-    struct als__task *got[STEAL_MAX];
-    unsigned m = als__queue_pop_many(q, (void **)got, want < STEAL_MAX ? want : STEAL_MAX);
-    if (!m)
-        return NULL;
-    for (unsigned i = 1; i < m; i++) {
-        als__task_prefetch(got[i]);
-        als__queue_push_owner(&w->local, got[i]);
-    }
+    unsigned m;
+    struct als__task *t = take_to_own(w, q, len ? (len + 1) / 2 : 1, &m);
     als__add(&w->steals, m, memory_order_relaxed);
-    return got[0];
+    return t;
 }
 
 /* Steals from the other workers' own queues, then the other groups'
@@ -222,7 +235,22 @@ static struct als__task *steal(struct worker *w)
 static struct als__task *ring_take(struct worker *w)
 {
     als_pool_t *pool = w->pool;
-    unsigned per_worker = als__queue_length(&pool->q) / pool->nthreads;
+    unsigned len = als__queue_length(&pool->q), per_worker = len / pool->nthreads;
+    /* A helping drain (the guest, als_pool_drain_help) takes half the
+     * ring into its own queue, where idle workers can steal it back, and
+     * leaves the rest to the workers: each then runs a stretch of
+     * consecutive submits. Taking batches from the same end as the
+     * workers split every request's subtasks between the drain's thread
+     * and a worker, and with them each request's lines (its counters,
+     * its frame's references, its data): bench/pool requests with
+     * --drain help, 1-4 workers, 1.20-1.29x; docs/performance.md. */
+    if (w->index == pool->nthreads && pool->locals && len >= GUEST_SHARE_MIN &&
+        local_length(w) == 0) {
+        unsigned m;
+        struct als__task *t = take_to_own(w, &pool->q, (len + 1) / 2, &m);
+        if (t)
+            return t;
+    }
     if (per_worker >= 2) {
         unsigned n = als__queue_pop_many(&pool->q, (void **)w->batch,
                                          per_worker < POP_BATCH ? per_worker : POP_BATCH);

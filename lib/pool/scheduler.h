@@ -34,6 +34,8 @@
 #define POP_BATCH 4     /* ring tasks a worker may take with one claim */
 #define LOCAL_CAP 256   /* a worker's own queue (BLOCK pools, sched.c) */
 #define STEAL_MAX (LOCAL_CAP / 2) /* tasks a thief takes at once, at most */
+#define GUEST_SHARE_MIN 4 /* ring tasks from which a helping drain takes
+                             half of them at once (sched.c ring_take) */
 #define INBOX_CAP 64    /* an inbox for outside submits (sched.c) */
 #define INBOX_GROUP 4   /* workers per inbox (pools of 2 * INBOX_GROUP or more) */
 #define DEAL_RUN 8      /* outside submits dealt to one inbox before the next:
