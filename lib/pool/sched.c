@@ -167,22 +167,22 @@ bool als__local_push(struct worker *w, struct als__task *t)
     return als__queue_push_owner(&w->local, t);
 }
 
-/* Takes up to n tasks off queue q with one claim: returns the first (NULL:
- * none) and keeps the others in w's own queue, which the caller found
- * empty (only w pushes to it) and which holds LOCAL_CAP >= STEAL_MAX. */
-static struct als__task *take_to_own(struct worker *w, struct als__queue *q, unsigned n,
-                                     unsigned *taken)
+/* Takes up to n tasks off queue q with one claim: the first into *first,
+ * the others into w's own queue, which the caller found empty (only w
+ * pushes to it) and which holds LOCAL_CAP >= STEAL_MAX. Returns how many
+ * it took (0: *first untouched). */
+static unsigned take_to_own(struct worker *w, struct als__queue *q, unsigned n,
+                            struct als__task **first)
 {
     struct als__task *got[STEAL_MAX];
     unsigned m = als__queue_pop_many(q, (void **)got, n < STEAL_MAX ? n : STEAL_MAX);
-    *taken = m;
-    if (!m)
-        return NULL;
     for (unsigned i = 1; i < m; i++) {
         als__task_prefetch(got[i]);
         als__queue_push_owner(&w->local, got[i]);
     }
-    return got[0];
+    if (m)
+        *first = got[0];
+    return m;
 }
 
 /* Takes up to half of queue q (another worker's own queue, or an inbox):
@@ -197,9 +197,8 @@ static struct als__task *steal_from(struct worker *w, struct als__queue *q)
      * lost one: its inbox's owners parked, the woken thief saw length 0). */
     if (!len && !als__queue_ready(q))
         return NULL;
-    unsigned m;
-    struct als__task *t = take_to_own(w, q, len ? (len + 1) / 2 : 1, &m);
-    als__add(&w->steals, m, memory_order_relaxed);
+    struct als__task *t = NULL;
+    als__add(&w->steals, take_to_own(w, q, len ? (len + 1) / 2 : 1, &t), memory_order_relaxed);
     return t;
 }
 
@@ -244,13 +243,10 @@ static struct als__task *ring_take(struct worker *w)
      * and a worker, and with them each request's lines (its counters,
      * its frame's references, its data): bench/pool requests with
      * --drain help, 1-4 workers, 1.20-1.29x; docs/performance.md. */
-    if (w->index == pool->nthreads && pool->locals && len >= GUEST_SHARE_MIN &&
-        local_length(w) == 0) {
-        unsigned m;
-        struct als__task *t = take_to_own(w, &pool->q, (len + 1) / 2, &m);
-        if (t)
-            return t;
-    }
+    struct als__task *t;
+    if (w == &pool->workers[pool->nthreads] && pool->locals && len >= GUEST_SHARE_MIN &&
+        local_length(w) == 0 && take_to_own(w, &pool->q, (len + 1) / 2, &t))
+        return t;
     if (per_worker >= 2) {
         unsigned n = als__queue_pop_many(&pool->q, (void **)w->batch,
                                          per_worker < POP_BATCH ? per_worker : POP_BATCH);
