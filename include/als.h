@@ -429,10 +429,12 @@ typedef struct als_pool_options {
      *  included; a helping drain (als_pool_drain_help) keeps such a
      *  queue too, while it runs, for its tasks' submits and for the half
      *  of the shared queue (at most 128 tasks) it takes at once. With
-     *  eight workers or more, each four of them also share an inbox of up
-     *  to 64 tasks submitted from outside the pool (each outside thread
-     *  deals its submits round the inboxes; a full one passes the task
-     *  to the shared queue): 64 more per four workers. A
+     *  eight workers or more on eight CPUs or more, the workers also
+     *  share inboxes of up to 64 tasks submitted from outside the pool,
+     *  one per four workers that can run at once (the smaller of the
+     *  workers and the CPUs, over four; each outside thread deals its
+     *  submits round the inboxes; a full one passes the task to the
+     *  shared queue): 64 more per inbox. A
      *  REJECT pool has no such queues, so its ALS_EFULL answers count
      *  exactly: the capacity, plus a slot per worker. A
      *  one-worker pool starts the tasks submitted from outside it in the

@@ -17,7 +17,13 @@
  * microseconds); otherwise the program reports a LOST WAKE-UP with the
  * pool's counters and exits non-zero instead of hanging. At the end it
  * prints parks, wake-ups and steals per 1000 tasks: a burst should wake a
- * bounded number of workers, not one per task (printed, never asserted). */
+ * bounded number of workers, not one per task (printed, never asserted).
+ *
+ * The pool's shape depends on the CPUs it sees (inboxes and searchers are
+ * sized for the workers that can run at once), so the run is two halves:
+ * a pool on the machine's own CPUs, then one that sees WORKERS CPUs (the
+ * program is linked with --wrap=sched_getaffinity), as on a 16-core
+ * machine: inboxes, more searchers, no surplus workers. */
 #include "stress.h"
 
 #include "als.h"
@@ -36,6 +42,21 @@
 #define HELPERS 3              /* extra outside submitters */
 
 static als_pool_t *pool;
+
+/* The CPUs the library sees: 0, the machine's own. */
+static int fake_cpus;
+
+int __real_sched_getaffinity(pid_t pid, size_t size, cpu_set_t *set);
+int __wrap_sched_getaffinity(pid_t pid, size_t size, cpu_set_t *set);
+int __wrap_sched_getaffinity(pid_t pid, size_t size, cpu_set_t *set)
+{
+    if (!fake_cpus)
+        return __real_sched_getaffinity(pid, size, set);
+    CPU_ZERO_S(size, set);
+    for (int c = 0; c < fake_cpus; c++)
+        CPU_SET_S(c, size, set);
+    return 0;
+}
 
 /* ---- the burst's outstanding count ------------------------------------- */
 
@@ -160,6 +181,7 @@ static pthread_mutex_t go_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t go_cv = PTHREAD_COND_INITIALIZER;
 static uint64_t go_gen;
 static int go_share[HELPERS];
+static uint64_t go_done[HELPERS]; /* the go_gen whose submits each has made */
 static bool go_quit;
 
 static void *helper_main(void *arg)
@@ -177,7 +199,23 @@ static void *helper_main(void *arg)
         if (quit)
             return NULL;
         submit_n(n, seen * HELPERS + (uint64_t)me + 1000);
+        pthread_mutex_lock(&go_mu);
+        go_done[me] = seen;
+        pthread_cond_broadcast(&go_cv);
+        pthread_mutex_unlock(&go_mu);
     }
+}
+
+/* Waits until every helper has returned from its submits: a burst's
+ * tasks can all have run while a helper is still inside als_submit (its
+ * wake-up check), and the pool must outlive that call. */
+static void helpers_quiet(void)
+{
+    pthread_mutex_lock(&go_mu);
+    for (int i = 0; i < HELPERS; i++)
+        while (go_done[i] != go_gen)
+            pthread_cond_wait(&go_cv, &go_mu);
+    pthread_mutex_unlock(&go_mu);
 }
 
 /* ---- gaps and bursts ------------------------------------------------------ */
@@ -272,6 +310,59 @@ static void burst(struct rng *r, uint64_t n)
     CHECK(true, "burst done");
 }
 
+/* Runs bursts on a fresh pool that sees `cpus` CPUs (0: the machine's)
+ * until `until` seconds since the start (and at least 20, at most `most`
+ * bursts), then checks its counts at quiescence and prints its figures. */
+static void run_half(const char *label, int cpus, double until, uint64_t most, struct rng *r)
+{
+    /* 256 per worker: enough for each worker's own queue (als.h), so that
+     * tasks submitted from a task wait where idle workers must steal. */
+    als_pool_options o = { .threads = WORKERS, .queue_capacity = 256 * WORKERS,
+                           .name = "handoff" };
+    fake_cpus = cpus;
+    pool = als_pool_new(&o); /* seen by the helpers at their next go_gen */
+    fake_cpus = 0;
+    if (!CHECK(pool, "als_pool_new"))
+        return;
+    memset(shape_counts, 0, sizeof shape_counts);
+    memset(gap_counts, 0, sizeof gap_counts);
+    atomic_store(&tasks_run, 0);
+    uint64_t bursts = 0;
+    while ((bursts < 20 || stress_elapsed() < until) && bursts < most)
+        burst(r, ++bursts);
+
+    helpers_quiet();
+    CHECK(als_pool_drain(pool) == 0, "als_pool_drain");
+    als_pool_stats st;
+    CHECK(als_pool_stats_get(pool, &st) == 0, "als_pool_stats_get");
+    CHECK(st.submitted == st.completed + st.failed + st.cancelled && st.queued == 0 &&
+              st.running == 0,
+          "stats at quiescence: submitted %" PRIu64 " completed %" PRIu64 " queued %" PRIu64
+          " running %" PRIu64, st.submitted, st.completed, st.queued, st.running);
+    als_pool_free(pool);
+    pool = NULL;
+
+    double per = st.submitted ? 1000.0 / (double)st.submitted : 0;
+    char label2[96];
+    snprintf(label2, sizeof label2, "%s: bursts", label);
+    stress_figure(label2, "%" PRIu64 " (each one check)", bursts);
+    for (int i = 0; i < G_COUNT; i++) {
+        snprintf(label2, sizeof label2, "%s: gaps: %s", label, gap_names[i]);
+        stress_figure(label2, "%" PRIu64, gap_counts[i]);
+    }
+    for (int i = 0; i < S_COUNT; i++) {
+        snprintf(label2, sizeof label2, "%s: bursts: %s", label, shape_names[i]);
+        stress_figure(label2, "%" PRIu64, shape_counts[i]);
+    }
+    snprintf(label2, sizeof label2, "%s: tasks", label);
+    stress_figure(label2, "%" PRIu64 " run, %" PRIu64 " submitted", atomic_load(&tasks_run),
+                  st.submitted);
+    snprintf(label2, sizeof label2, "%s: per 1000 tasks", label);
+    stress_figure(label2, "parks %.1f, wakeups %.1f, submitter wakeups %.1f, steals %.1f",
+                  (double)st.parks * per, (double)st.wakeups * per,
+                  (double)st.submitter_wakeups * per, (double)st.steals * per);
+}
+
 int main(int argc, char **argv)
 {
     stress_init(argc, argv, "handoff", 3.0, NULL);
@@ -281,23 +372,15 @@ int main(int argc, char **argv)
     pthread_cond_init(&left_cv, &ca);
     pthread_condattr_destroy(&ca);
 
-    /* 256 per worker: enough for each worker's own queue (als.h), so that
-     * tasks submitted from a task wait where idle workers must steal. */
-    als_pool_options o = { .threads = WORKERS, .queue_capacity = 256 * WORKERS,
-                           .name = "handoff" };
-    pool = als_pool_new(&o);
-    if (!CHECK(pool, "als_pool_new"))
-        return stress_finish();
     pthread_t helpers[HELPERS];
     for (int i = 0; i < HELPERS; i++)
         if (pthread_create(&helpers[i], NULL, helper_main, (void *)(intptr_t)i))
             abort();
 
     struct rng r = rng_for(1);
-    uint64_t bursts = 0;
-    uint64_t most = stress.small ? 200 : UINT64_MAX;
-    while ((bursts < 20 || stress_time_left()) && bursts < most)
-        burst(&r, ++bursts);
+    uint64_t most = stress.small ? 100 : UINT64_MAX;
+    run_half("own CPUs", 0, stress.seconds / 2, most, &r);
+    run_half("16 CPUs", WORKERS, stress.seconds, most, &r);
 
     pthread_mutex_lock(&go_mu);
     go_quit = true;
@@ -305,32 +388,6 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&go_mu);
     for (int i = 0; i < HELPERS; i++)
         pthread_join(helpers[i], NULL);
-    CHECK(als_pool_drain(pool) == 0, "als_pool_drain");
-    als_pool_stats st;
-    CHECK(als_pool_stats_get(pool, &st) == 0, "als_pool_stats_get");
-    CHECK(st.submitted == st.completed + st.failed + st.cancelled && st.queued == 0 &&
-              st.running == 0,
-          "stats at quiescence: submitted %" PRIu64 " completed %" PRIu64 " queued %" PRIu64
-          " running %" PRIu64, st.submitted, st.completed, st.queued, st.running);
-    als_pool_free(pool);
-
-    double per = st.submitted ? 1000.0 / (double)st.submitted : 0;
-    stress_figure("bursts", "%" PRIu64 " (each one check)", bursts);
-    for (int i = 0; i < G_COUNT; i++) {
-        char label[64];
-        snprintf(label, sizeof label, "gaps: %s", gap_names[i]);
-        stress_figure(label, "%" PRIu64, gap_counts[i]);
-    }
-    for (int i = 0; i < S_COUNT; i++) {
-        char label[64];
-        snprintf(label, sizeof label, "bursts: %s", shape_names[i]);
-        stress_figure(label, "%" PRIu64, shape_counts[i]);
-    }
-    stress_figure("tasks", "%" PRIu64 " run, %" PRIu64 " submitted", atomic_load(&tasks_run),
-                  st.submitted);
-    stress_figure("per 1000 tasks", "parks %.1f, wakeups %.1f, submitter wakeups %.1f, "
-                  "steals %.1f", (double)st.parks * per, (double)st.wakeups * per,
-                  (double)st.submitter_wakeups * per, (double)st.steals * per);
     stress_figure("bursts over 10 s", "0 (none lost)");
     pthread_cond_destroy(&left_cv);
     return stress_finish();

@@ -42,6 +42,24 @@
 
 #define WORKERS 8 /* two groups sharing an inbox each (als.h) */
 
+/* The pool shards outside submits for the workers that can run at once,
+ * the smaller of its workers and the CPUs (als.h, queue_capacity), so on
+ * a machine with fewer CPUs than WORKERS it would have no inboxes. The
+ * test binary is linked with --wrap=sched_getaffinity (tests/
+ * CMakeLists.txt): the library sees fake_cpus CPUs, WORKERS unless a test
+ * says otherwise. */
+static int fake_cpus = WORKERS;
+
+int __wrap_sched_getaffinity(pid_t pid, size_t size, cpu_set_t *set);
+int __wrap_sched_getaffinity(pid_t pid, size_t size, cpu_set_t *set)
+{
+    (void)pid;
+    CPU_ZERO_S(size, set);
+    for (int c = 0; c < fake_cpus; c++)
+        CPU_SET_S(c, size, set);
+    return 0;
+}
+
 /* Tasks a held worker may keep beyond queue_capacity in a REJECT pool or
  * a small BLOCK pool: what it submitted itself and keeps in its slot
  * (als.h, queue_capacity: "the capacity, plus a slot per worker"). */
@@ -661,6 +679,38 @@ static void outside_submits_dealt_and_stolen(void **state)
     gate_destroy(&g);
 }
 
+/* With fewer CPUs than two inbox groups, an 8-worker pool has no inboxes:
+ * on 2 CPUs they only moved every outside task through a steal (bench/pool
+ * requests 1.27-1.31x faster without them at 8-16 workers). The scene of
+ * outside_submits_dealt_and_stolen: the free worker now takes every task
+ * from the shared queue, and steals none. */
+static void no_inboxes_beyond_the_cpus(void **state)
+{
+    (void)state;
+    fake_cpus = 2;
+    als_pool_t *p = pool_new(WORKERS, 0, ALS_FULL_BLOCK);
+    fake_cpus = WORKERS;
+    struct gate g;
+    gate_init(&g);
+    for (int i = 0; i < HELD; i++)
+        assert_int_equal(als_submit(p, gate_task, &g), 0);
+    gate_await_arrivals(&g, HELD);
+    als_pool_stats before;
+    get_stats(p, &before);
+    atomic_store(&dealt_runs, 0);
+    for (int i = 0; i < DEALT; i++)
+        assert_int_equal(als_submit(p, dealt_task, NULL), 0);
+    while (atomic_load(&dealt_runs) < DEALT)
+        sched_yield();
+    als_pool_stats after;
+    get_stats(p, &after);
+    gate_open(&g);
+    assert_int_equal(als_pool_drain(p), 0);
+    assert_int_equal(after.steals - before.steals, 0);
+    als_pool_free(p);
+    gate_destroy(&g);
+}
+
 /* A pool of one worker starts outside submits in the order they were
  * accepted (als.h). Shaped to catch a pool that shards them (an inbox that
  * fills, the rest going elsewhere, the inbox then taking newer submits
@@ -1082,6 +1132,7 @@ int main(void)
         cmocka_unit_test(block_overflow_across_submitters),
         cmocka_unit_test(block_overflow_with_own_queues),
         cmocka_unit_test(outside_submits_dealt_and_stolen),
+        cmocka_unit_test(no_inboxes_beyond_the_cpus),
         cmocka_unit_test(one_worker_keeps_outside_order),
         cmocka_unit_test(cancel_reaches_local_queues_and_inboxes),
         cmocka_unit_test(drain_runs_local_queues_and_inboxes),

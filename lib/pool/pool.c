@@ -360,7 +360,8 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     if (o.queue_capacity > MAX_CAPACITY)
         return NULL;
     unsigned cap = round_pow2(o.queue_capacity ? o.queue_capacity : DEFAULT_CAPACITY);
-    unsigned n = o.threads ? o.threads : cpu_count();
+    unsigned cpus = cpu_count(), n = o.threads ? o.threads : cpus;
+    unsigned running = n < cpus ? n : cpus; /* workers that can run at once */
 
     if (!als__tasks_init() || !als__fork_init())
         return NULL;
@@ -375,9 +376,15 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     /* Own queues for the workers (sched.c) where they fit in the capacity
      * and no answer depends on exact counts: BLOCK pools. */
     pool->locals = o.on_full != ALS_FULL_REJECT && cap / LOCAL_CAP >= n;
-    /* Inboxes where outside submits are sharded (sched.c), one per group
-     * of INBOX_GROUP workers, where there are two groups or more. */
-    unsigned ninboxes = pool->locals && n >= 2 * INBOX_GROUP ? n / INBOX_GROUP : 0;
+    /* Inboxes where outside submits are sharded (sched.c): one per group
+     * of INBOX_GROUP workers that can run at once, where there are two
+     * groups or more. Sharding for more workers than CPUs spreads the
+     * submits over lines no more threads can pull at once, and moves
+     * every task through a steal: a 16-worker pool on 2 CPUs with 4
+     * inboxes stole 99% of its tasks, and bench/pool requests with a
+     * helping drain ran 1.27-1.31x faster at 8-16 workers without them,
+     * spawn_many 1.18x (docs/performance.md, "Seventh pass"). */
+    unsigned ninboxes = pool->locals && running >= 2 * INBOX_GROUP ? running / INBOX_GROUP : 0;
     bool ok = pool->workers && pool->idle && als__queue_init(&pool->q, cap) == 0;
     for (unsigned i = 0; ok && pool->locals && i <= n; i++)
         ok = als__queue_init(&pool->workers[i].local, LOCAL_CAP) == 0;
@@ -387,10 +394,8 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
             pool->ninboxes = ninboxes; /* zeroed: fini is a no-op until set up */
         for (unsigned i = 0; ok && i < ninboxes; i++)
             ok = als__queue_init(&pool->inboxes[i], INBOX_CAP) == 0;
-        for (unsigned i = 0; ok && i < n; i++) {
-            unsigned g = i / INBOX_GROUP;
-            pool->workers[i].inbox = &pool->inboxes[g < ninboxes ? g : ninboxes - 1];
-        }
+        for (unsigned i = 0; ok && i < n; i++) /* evenly, when n > running */
+            pool->workers[i].inbox = &pool->inboxes[(uint64_t)i * ninboxes / n];
     }
     if (!ok) {
         pool_memory_free(pool);
@@ -407,12 +412,11 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
     /* Searchers: half the workers that can run at once, at least two (one
      * searcher for two workers parked one of them under an outside
      * submitter's stream: bench/pool spawn_many 73 -> 196 ns per task). */
-    unsigned cpus = cpu_count(), running = n < cpus ? n : cpus;
     pool->surplus_plain = n - running;
     atomic_init(&pool->surplus, pool->surplus_plain);
-    running = n < cpus - 1 ? n : cpus - 1; /* a helping drain takes a CPU */
-    pool->surplus_guest = n - running;
-    pool->search_max = running / 2 > 2 ? running / 2 : 2;
+    unsigned beside_guest = n < cpus - 1 ? n : cpus - 1; /* a helping drain takes a CPU */
+    pool->surplus_guest = n - beside_guest;
+    pool->search_max = beside_guest / 2 > 2 ? beside_guest / 2 : 2;
     pool->room_mark = cap / 2;
     /* libgomp's threshold. A ring smaller than that fills first: a full
      * BLOCK pool runs its workers' submits inline anyway (als__task_queue). */
