@@ -19,13 +19,15 @@
  * half of the ring into its own queue instead, so that it and the workers
  * run different stretches of the submits; idle workers steal from it.
  *
- * Outside submits are sharded: in a pool with own queues and at least
- * 2 * INBOX_GROUP workers, each group of INBOX_GROUP workers shares an
- * inbox (a small MPMC ring), and every outside thread deals its submits
- * round the inboxes in runs of DEAL_RUN, starting at a place of its own;
- * a full inbox passes the task to the shared ring. So outside submitters, and
- * the workers taking their tasks, spread over n / INBOX_GROUP pairs of
- * cache lines instead of meeting on the ring's. A worker takes from its
+ * Outside submits are sharded: in a pool with own queues where at least
+ * 2 * INBOX_GROUP workers can run at once (workers and CPUs both), the
+ * workers share one inbox (a small MPMC ring) per INBOX_GROUP of those
+ * (pool.c says why not per INBOX_GROUP workers), and every outside
+ * thread deals its submits round the inboxes in runs of DEAL_RUN,
+ * starting at a place of its own; a full inbox passes the task to the
+ * shared ring. So outside submitters, and the workers taking their
+ * tasks, spread over that many pairs of cache lines instead of meeting
+ * on the ring's. A worker takes from its
  * group's inbox after its own queue, idle workers steal half of another
  * group's inbox as they steal from own queues, and the shared turn looks
  * at the inbox first. (An inbox per worker measured worse on 2 CPUs:
