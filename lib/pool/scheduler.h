@@ -37,7 +37,7 @@
 #define GUEST_SHARE_MIN 4 /* ring tasks from which a helping drain takes
                              half of them at once (sched.c ring_take) */
 #define INBOX_CAP 64    /* an inbox for outside submits (sched.c) */
-#define INBOX_GROUP 4   /* workers per inbox (pools of 2 * INBOX_GROUP or more) */
+#define INBOX_GROUP 4   /* workers that can run at once, per inbox (pool.c) */
 #define DEAL_RUN 8      /* outside submits dealt to one inbox before the next:
                            a line of its slots, which its workers then take
                            together (sched.c; one at a time: spawn_many and
