@@ -509,7 +509,7 @@ static int drain(als_pool_t *pool, bool help)
     /* The mutex also makes this drain the guest worker's only user. */
     pthread_mutex_lock(&pool->drain_mu);
     struct drain d __attribute__((cleanup(drain_end))) = {
-        pool, help ? &pool->workers[pool->nthreads] : NULL,
+        pool, help ? als__guest(pool) : NULL,
     };
     atomic_fetch_add_explicit(&pool->drain_waiters, 1, memory_order_seq_cst);
     uint32_t e = atomic_load_explicit(&pool->drain_gen, memory_order_relaxed);

@@ -246,7 +246,7 @@ static struct als__task *ring_take(struct worker *w)
      * its frame's references, its data): bench/pool requests with
      * --drain help, 1-4 workers, 1.20-1.29x; docs/performance.md. */
     struct als__task *t;
-    if (w == &pool->workers[pool->nthreads] && pool->locals && len >= GUEST_SHARE_MIN &&
+    if (w == als__guest(pool) && pool->locals && len >= GUEST_SHARE_MIN &&
         local_length(w) == 0 && take_to_own(w, &pool->q, (len + 1) / 2, &t))
         return t;
     if (per_worker >= 2) {

@@ -295,6 +295,11 @@ void *als__worker_main(void *arg);
 void als__worker_join(als_pool_t *pool, struct worker *w);
 void als__worker_flush(struct worker *w);
 void als__task_run(struct worker *w, struct als__task *t);
+/* The guest: the worker without a thread that a helping drain runs as. */
+static inline struct worker *als__guest(als_pool_t *pool)
+{
+    return &pool->workers[pool->nthreads];
+}
 unsigned als__guest_help(struct worker *g, unsigned gen);
 void als__guest_leave(struct worker *g);
 
