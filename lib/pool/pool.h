@@ -37,7 +37,12 @@ struct als__task {
                                      task it runs inside (worker.cur) */
     als_task_fn fn;
     void *arg;
-    struct als_snapshot *frame;   /* one reference, consumed by the worker */
+    union {
+        struct als_snapshot *frame; /* one reference, consumed by the worker */
+        struct als__task *ahead;  /* free: a record further on in its
+                                     cache's list, or NULL (task.c); only
+                                     ever prefetched */
+    };
     uint64_t trigger_id;
     const struct als__task_hooks *hooks; /* or NULL */
     union {

@@ -188,7 +188,12 @@ static inline void als__bump(_Atomic uint64_t *c, memory_order mo)
 
 /* task.c: each thread's cache of records. The common cases are inline:
  * a task's path allocates and frees one record each. */
-#define ALS__CACHE_MAX 64 /* a cache hands half of itself on at this size */
+#define ALS__CACHE_MAX 128 /* a cache hands half of itself on at this size
+                            (64: bench/pool spawn_many and ctx4 at 2-16
+                            workers 1.05-1.15x slower, since a chain's
+                            first TASK_AHEAD records are fetched one at a
+                            time; 256: no better; eighth pass in
+                            docs/performance.md) */
 struct als__task_cache {
     struct als__task *list;
     unsigned n;
@@ -212,6 +217,21 @@ static inline uint32_t als__thread_hash(void)
     return (uint32_t)(x ^ (x >> 31));
 }
 
+/* Starts fetching a line this thread is about to write, in the state that
+ * lets it write: the records come from the CPUs that ran their last tasks,
+ * and a plain prefetch (a read) brings a shared copy whose first write
+ * then waits for the other copy to be invalidated, a second trip between
+ * CPUs. PREFETCHW is in every x86-64 CPU libals runs on (older Intel ones
+ * execute it as a NOP). */
+static inline void als__prefetch_for_write(const void *p)
+{
+#if defined(__x86_64__)
+    __asm__("prefetchw %0" : : "m"(*(const char *)p));
+#else
+    __builtin_prefetch(p, 1);
+#endif
+}
+
 static inline struct als__task *als__task_alloc(void)
 {
     struct als__task *t = als__task_cache.list;
@@ -219,17 +239,24 @@ static inline struct als__task *als__task_alloc(void)
         return als__task_alloc_slow();
     als__task_cache.list = t->next;
     als__task_cache.n--;
-    /* The next record's line: records come back from the workers that
-     * ran them, so it is likely in another CPU's cache, and fetching it
-     * now overlaps the miss with this submit (spawn_many and ctx4, 2-4
-     * workers: 7-15% faster). Without -mprfchw GCC emits PREFETCHT0 here;
-     * PREFETCHW, tried by hand, measured no better. */
-    __builtin_prefetch(t->next, 1);
+    /* The next records' lines. Records come back from the workers that
+     * ran them, so their lines are in other CPUs' caches; fetching them
+     * now overlaps the misses with this submit and the next ones. One
+     * record ahead (t->next) overlaps one submit, shorter than a trip
+     * between CPUs when the machine is slow; a chain handed over carries
+     * pointers TASK_AHEAD records on (task.c), which overlap that many
+     * (bench/pool spawn_many and ctx4 at 2 workers, slow mode: 1.18x;
+     * see docs/performance.md, eighth pass). */
+    if (t->next)
+        als__prefetch_for_write(t->next);
+    if (t->ahead)
+        als__prefetch_for_write(t->ahead);
     return t;
 }
 
 static inline void als__task_recycle(struct als__task *t)
 {
+    t->ahead = NULL; /* its frame's pointer is dead: never prefetch it */
     if (ALS__UNLIKELY(als__task_cache.n + 1 >= ALS__CACHE_MAX || !als__task_cache.hooked)) {
         als__task_recycle_slow(t);
         return;

@@ -12,6 +12,9 @@
 #define CHAIN (ALS__CACHE_MAX / 2) /* records handed between threads at once */
 #define SLAB 64         /* records allocated at once */
 #define CHAINS 4096     /* chains the global ring holds */
+#define TASK_AHEAD 8    /* records on that a chain's `ahead` points (4: as
+                           good at 2 workers, 16: worse at 16; the eighth
+                           pass in docs/performance.md) */
 
 struct slab {
     struct slab *next;
@@ -103,10 +106,18 @@ void als__task_recycle_slow(struct als__task *t)
     als__task_cache.list = t;
     if (++als__task_cache.n < ALS__CACHE_MAX)
         return;
-    /* Hand CHAIN records to whoever allocates without a cache. */
-    struct als__task *last = als__task_cache.list;
-    for (unsigned i = 1; i < CHAIN; i++)
+    /* Hand CHAIN records to whoever allocates without a cache. Each learns
+     * the record TASK_AHEAD places on in the chain (the last ones: none),
+     * so that the thread allocating from it fetches lines that far ahead
+     * (als__task_alloc). They are this thread's lines still: cheap. */
+    struct als__task *last = als__task_cache.list, *lag = last;
+    for (unsigned i = 1; i < CHAIN; i++) {
         last = last->next;
+        if (i >= TASK_AHEAD) {
+            lag->ahead = last;
+            lag = lag->next;
+        }
+    }
     struct als__task *chain = als__task_cache.list;
     als__task_cache.list = last->next;
     last->next = NULL;
