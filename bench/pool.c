@@ -39,6 +39,11 @@
  * throughput libals's tasks/s over the baseline's, for latency the
  * baseline's latency over libals's.
  *
+ * --drain both adds the backend als_help: libals waiting with
+ * als_pool_drain_help (as oneTBB's and OpenMP's waits run tasks on the
+ * waiting thread), beside libals waiting with als_pool_drain, so that
+ * both are compared with the same baseline figures of one run.
+ *
  * libals's parks, wake-ups, submitter wake-ups and steals (als_pool_stats)
  * are reported per 1000 tasks for every scenario. --workers 1,2,4,8,16
  * repeats the run at each worker count, each in a child process, and
@@ -76,20 +81,34 @@ static int als_backend_submit(void *pool, bench_task_fn fn, void *arg)
 }
 
 /* --drain help: libals's run waits with als_pool_drain_help, which runs
- * queued tasks on the waiting thread as oneTBB's wait does. Weak, so that
+ * queued tasks on the waiting thread as oneTBB's wait does. --drain both:
+ * libals waits plainly, and the backend als_help is libals waiting with
+ * help, side by side with the baselines in the same run. Weak, so that
  * scripts/bench-compare can build this harness against a library that
- * predates it (then --drain help is refused). */
+ * predates it (then --drain help and both are refused). */
 extern int als_pool_drain_help(als_pool_t *pool) __attribute__((weak));
-static bool drain_helps;
+static bool drain_helps, drain_both;
+
+static void als_wait(void *pool, bool help)
+{
+    if ((help ? als_pool_drain_help(pool) : als_pool_drain(pool)) != 0) {
+        fprintf(stderr, "als_pool_drain failed\n");
+        exit(1);
+    }
+}
 
 static void als_backend_run(void *pool, bench_task_fn fn, void (*body)(void *), void *ctx)
 {
     (void)fn;
     body(ctx);
-    if ((drain_helps ? als_pool_drain_help(pool) : als_pool_drain(pool)) != 0) {
-        fprintf(stderr, "als_pool_drain failed\n");
-        exit(1);
-    }
+    als_wait(pool, drain_helps);
+}
+
+static void als_help_backend_run(void *pool, bench_task_fn fn, void (*body)(void *), void *ctx)
+{
+    (void)fn;
+    body(ctx);
+    als_wait(pool, true);
 }
 
 /* Not const: --drain help names its wait in the label. */
@@ -102,6 +121,24 @@ bench_backend bench_backend_libals = {
     .submit = als_backend_submit,
     .run = als_backend_run,
 };
+
+/* Only with --drain both (backend_selected). */
+static const bench_backend bench_backend_libals_help = {
+    .name = "als_help",
+    .label = "libals " ALS_VERSION_STRING " pool (als_submit, als_pool_drain_help)",
+    .submitter_in_team = false,
+    .create = als_backend_create,
+    .destroy = als_backend_destroy,
+    .submit = als_backend_submit,
+    .run = als_help_backend_run,
+};
+
+/* Whether b is libals, waiting either way (its tasks read the context with
+ * als_get, and it has scheduling counts). */
+static bool is_libals(const bench_backend *b)
+{
+    return b == &bench_backend_libals || b == &bench_backend_libals_help;
+}
 
 static void *mutex_backend_create(unsigned threads)
 {
@@ -137,6 +174,7 @@ const bench_backend bench_backend_mutex = {
 
 static const bench_backend *const all_backends[] = {
     &bench_backend_libals,
+    &bench_backend_libals_help,
     &bench_backend_mutex,
 #ifdef BENCH_HAVE_GLIB
     &bench_backend_glib,
@@ -386,7 +424,7 @@ static struct sched sched_read(const bench_backend *b, void *pool)
     struct sched c = {0};
 #ifdef ALS_POOL_STATS_VERSION
     als_pool_stats st;
-    if (b == &bench_backend_libals && als_pool_stats_get(pool, &st) == 0)
+    if (is_libals(b) && als_pool_stats_get(pool, &st) == 0)
         c = (struct sched){st.completed + st.failed, st.parks, st.wakeups, st.submitter_wakeups,
                            st.steals};
 #else
@@ -424,7 +462,7 @@ static uint64_t run_once(const bench_backend *b, void *pool, const struct scenar
     cur_b = b;
     cur_pool = pool;
     cur_n = n;
-    ctx_via_als = s->ctx && b == &bench_backend_libals;
+    ctx_via_als = s->ctx && is_libals(b);
     counters_reset();
     uint64_t t0 = bench_now_ns();
     b->run(pool, s->fn, s->body, NULL);
@@ -587,7 +625,7 @@ static uint64_t requests_once(const bench_backend *b, void *pool, struct request
     cur_b = b;
     cur_pool = pool;
     cur_n = n;
-    req_via_als = b == &bench_backend_libals;
+    req_via_als = is_libals(b);
     for (uint64_t i = 0; i < n; i++) {
         reqs[i].trace = (struct trace_ctx){.trace_id = i * 0x9e3779b97f4a7c15u + 1, .span_id = i};
         for (unsigned j = 0; j < REQ_FANOUT; j++)
@@ -641,9 +679,10 @@ static void usage(FILE *f)
           "  --inflight N      requests submitted per wave (32)\n"
           "  --scenarios LIST  comma-separated subset of: spawn_many,chained,fanout,\n"
           "                    ctx0,ctx4,latency,requests\n"
-          "  --drain plain|help  how libals's runs wait: als_pool_drain (plain),\n"
+          "  --drain plain|help|both  how libals's runs wait: als_pool_drain (plain),\n"
           "                    or als_pool_drain_help, which runs queued tasks on the\n"
-          "                    waiting thread as oneTBB's wait does (help)\n"
+          "                    waiting thread as oneTBB's wait does (help); both: libals\n"
+          "                    plain, and the backend als_help with help, in one run\n"
           "  --backends LIST   comma-separated subset of the backends built in:",
           f);
     for (size_t i = 0; i < NALL; i++)
@@ -702,10 +741,12 @@ int main(int argc, char **argv)
             back_list = v;
         else if (strcmp(a, "--workers") == 0 && v)
             workers_list = v;
-        else if (strcmp(a, "--drain") == 0 && v && (!strcmp(v, "plain") || !strcmp(v, "help"))) {
+        else if (strcmp(a, "--drain") == 0 && v &&
+                 (!strcmp(v, "plain") || !strcmp(v, "help") || !strcmp(v, "both"))) {
             drain_helps = !strcmp(v, "help");
-            if (drain_helps && !als_pool_drain_help) {
-                fprintf(stderr, "--drain help: this libals has no als_pool_drain_help\n");
+            drain_both = !strcmp(v, "both");
+            if ((drain_helps || drain_both) && !als_pool_drain_help) {
+                fprintf(stderr, "--drain %s: this libals has no als_pool_drain_help\n", v);
                 return 2;
             }
             if (drain_helps)
@@ -786,6 +827,10 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < NALL; i++) {
         if (!bench_in_list(back_list, all_backends[i]->name))
             continue;
+        /* als_help: with --drain both, or named in --backends. */
+        if (all_backends[i] == &bench_backend_libals_help &&
+            (!als_pool_drain_help || (!drain_both && !back_list)))
+            continue;
         bk[nb] = all_backends[i];
         pools[nb] = bk[nb]->create(threads);
         if (!pools[nb]) {
@@ -798,12 +843,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "no backend selected\n");
         return 2;
     }
-    size_t ials = NALL; /* index of libals among bk, if selected */
-    for (size_t i = 0; i < nb; i++)
+    size_t ials = NALL, ihelp = NALL; /* libals and als_help among bk, if selected */
+    for (size_t i = 0; i < nb; i++) {
         if (bk[i] == &bench_backend_libals)
             ials = i;
+        if (bk[i] == &bench_backend_libals_help)
+            ihelp = i;
+    }
     R->nb = nb;
     R->ials = ials;
+    R->ihelp = ihelp;
 
     for (unsigned j = 0; j < CTX_STORES; j++) {
         ctx_stores[j] = als_new(NULL);
@@ -1005,7 +1054,7 @@ int main(int argc, char **argv)
                 for (uint64_t r = 0; r < reps; r++)
                     fprintf(jf, "%s%.0f", r ? ", " : "", t->runs[r]);
                 fprintf(jf, "]");
-                if (b == ials)
+                if (b == ials || b == ihelp)
                     sched_json(jf, &t->sched);
                 fprintf(jf, "}");
             }
@@ -1014,7 +1063,7 @@ int main(int argc, char **argv)
                 fprintf(jf, ", \"libals_speedup\": {");
                 bool f2 = true;
                 for (size_t b = 0; b < nb; b++) {
-                    if (b == ials)
+                    if (b == ials || b == ihelp)
                         continue;
                     fprintf(jf, "%s\"%s\": %.3f", f2 ? "" : ", ", bk[b]->name,
                             tp[s][b].median_ns / tp[s][ials].median_ns);
@@ -1035,7 +1084,7 @@ int main(int argc, char **argv)
                         b ? "," : "", bk[b]->name, (unsigned long long)lat[b].p50,
                         (unsigned long long)lat[b].p90, (unsigned long long)lat[b].p99,
                         (unsigned long long)lat[b].max, lat[b].mean);
-                if (b == ials)
+                if (b == ials || b == ihelp)
                     sched_json(jf, &lat[b].sched);
                 fprintf(jf, "}");
             }
@@ -1058,7 +1107,7 @@ int main(int argc, char **argv)
                 for (uint64_t r = 0; r < reps; r++)
                     fprintf(jf, "%s%.0f", r ? ", " : "", rq[b].runs[r]);
                 fprintf(jf, "]");
-                if (b == ials)
+                if (b == ials || b == ihelp)
                     sched_json(jf, &rq[b].sched);
                 fprintf(jf, "}");
             }
@@ -1082,7 +1131,7 @@ int main(int argc, char **argv)
         printf("bench/pool: %u worker threads per backend, %u CPUs, median of %llu runs\n", threads,
                bench_cpu_count(), (unsigned long long)reps);
         for (size_t b = 0; b < nb; b++)
-            printf("  %-7s %s\n", bk[b]->name, bk[b]->label);
+            printf("  %-8s %s\n", bk[b]->name, bk[b]->label);
         bool any = false;
         for (size_t s = 0; s < NSCEN; s++)
             any |= tp[s][0].done;
@@ -1094,7 +1143,7 @@ int main(int argc, char **argv)
             for (size_t b = 0; b < nb; b++)
                 printf(" %8s", bk[b]->name);
             for (size_t b = 0; b < nb && ials < nb; b++)
-                if (b != ials)
+                if (b != ials && b != ihelp)
                     printf("   libals/%-6s", bk[b]->name);
             printf("\n");
             for (size_t s = 0; s < NSCEN; s++) {
@@ -1105,7 +1154,7 @@ int main(int argc, char **argv)
                 for (size_t b = 0; b < nb; b++)
                     printf(" %8.2f", (double)n * 1e3 / tp[s][b].median_ns);
                 for (size_t b = 0; b < nb && ials < nb; b++)
-                    if (b != ials)
+                    if (b != ials && b != ihelp)
                         printf("   %13.2fx", tp[s][b].median_ns / tp[s][ials].median_ns);
                 printf("\n");
             }
@@ -1136,7 +1185,7 @@ int main(int argc, char **argv)
             for (size_t b = 0; b < nb; b++)
                 printf(" %8s", bk[b]->name);
             for (size_t b = 0; b < nb && ials < nb; b++)
-                if (b != ials)
+                if (b != ials && b != ihelp)
                     printf("   %6s/libals", bk[b]->name);
             printf("\n");
             const char *names[] = {"p50", "p90", "p99", "max"};
@@ -1151,7 +1200,7 @@ int main(int argc, char **argv)
                     printf(" %8.1f", (double)v[b] / 1e3);
                 }
                 for (size_t b = 0; b < nb && ials < nb; b++)
-                    if (b != ials)
+                    if (b != ials && b != ihelp)
                         printf("   %13.2fx", v[ials] ? (double)v[b] / (double)v[ials] : 0.0);
                 printf("\n");
             }
@@ -1186,17 +1235,20 @@ int main(int argc, char **argv)
         printf("\n");
     }
 
-    if (!json && ials < nb) {
-        printf("\nlibals scheduling, per 1000 tasks (system calls and steals; "
+    for (size_t k = 0; k < 2 && !json; k++) {
+        size_t i = k ? ihelp : ials;
+        if (i >= nb)
+            continue;
+        printf("\n%s scheduling, per 1000 tasks (system calls and steals; "
                "machine-independent)\n%-32s %8s %8s %8s %8s\n",
-               "scenario", "parks", "wakeups", "sub.wake", "steals");
+               bk[i]->name, "scenario", "parks", "wakeups", "sub.wake", "steals");
         for (size_t s = 0; s < NSCEN; s++)
-            if (tp[s][ials].done)
-                sched_row(scenarios[s].label, &tp[s][ials].sched);
+            if (tp[s][i].done)
+                sched_row(scenarios[s].label, &tp[s][i].sched);
         if (do_lat)
-            sched_row("latency", &lat[ials].sched);
+            sched_row("latency", &lat[i].sched);
         if (do_req)
-            sched_row("requests", &rq[ials].sched);
+            sched_row("requests", &rq[i].sched);
     }
 
     if (!json) {

@@ -51,6 +51,7 @@ struct results {
     unsigned threads;
     uint64_t reps, nreq;
     size_t nb, ials; /* ials >= nb: libals not selected */
+    size_t ihelp;    /* als_help, libals waiting with help (--drain both); >= nb: none */
     const bench_backend *bk[RESULTS_MAX_BACKENDS];
     size_t nscen;
     struct {

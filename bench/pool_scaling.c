@@ -102,24 +102,27 @@ static double value(const struct results *r, enum kind k, size_t s, size_t b)
     return r->rq[b].median_ns / (double)r->nreq / 1e3;
 }
 
-static const struct sched *counts_of(const struct results *r, enum kind k, size_t s)
+static const struct sched *counts_of(const struct results *r, enum kind k, size_t s, size_t b)
 {
-    return k == THROUGHPUT ? &r->tp[s][r->ials].sched
-           : k == LATENCY  ? &r->lat[r->ials].sched
-                           : &r->rq[r->ials].sched;
+    return k == THROUGHPUT ? &r->tp[s][b].sched
+           : k == LATENCY  ? &r->lat[b].sched
+                           : &r->rq[b].sched;
 }
 
-/* One row: a worker count's figures, libals/best and libals's counts. */
+/* One row: a worker count's figures, libals/best and libals's counts,
+ * then the same for als_help if it ran (--drain both). */
 static void row(FILE *jf, const struct results *r, enum kind k, size_t s, bool first)
 {
-    bool has_als = r->ials < r->nb;
+    bool has_als = r->ials < r->nb, has_help = r->ihelp < r->nb;
     double best = 0, mine = has_als ? value(r, k, s, r->ials) : 0;
+    double helped = has_help ? value(r, k, s, r->ihelp) : 0;
     for (size_t b = 0; b < r->nb; b++) {
         double v = value(r, k, s, b);
-        if (b != r->ials && v > 0 && (best == 0 || v < best))
+        if (b != r->ials && b != r->ihelp && v > 0 && (best == 0 || v < best))
             best = v;
     }
-    const struct sched *c = has_als ? counts_of(r, k, s) : NULL;
+    const struct sched *c = has_als ? counts_of(r, k, s, r->ials) : NULL;
+    const struct sched *h = has_help ? counts_of(r, k, s, r->ihelp) : NULL;
     double rt = k == THROUGHPUT ? r->rt_ns[s] : k == REQUESTS ? r->rq_rt_ns : -1;
     if (jf) {
         fprintf(jf, "%s\n      {\"workers\": %u, \"results\": {", first ? "" : ",", r->threads);
@@ -130,6 +133,13 @@ static void row(FILE *jf, const struct results *r, enum kind k, size_t s, bool f
             fprintf(jf, ", \"libals_over_best\": %.3f", best / mine);
         if (c)
             sched_json(jf, c);
+        if (has_help && best > 0 && helped > 0)
+            fprintf(jf, ", \"als_help_over_best\": %.3f", best / helped);
+        if (h) {
+            fprintf(jf, ", \"als_help\": {\"drain\": \"help\"");
+            sched_json(jf, h);
+            fprintf(jf, "}");
+        }
         if (rt > 0)
             fprintf(jf, ", \"cross_cpu_rt_ns\": %.0f", rt);
         fprintf(jf, "}");
@@ -145,6 +155,14 @@ static void row(FILE *jf, const struct results *r, enum kind k, size_t s, bool f
             printf(" %11s", "-");
         printf(" %8.2f %8.2f %8.2f %8.2f", per_1000(c->parks, c), per_1000(c->wakeups, c),
                per_1000(c->submitter_wakeups, c), per_1000(c->steals, c));
+    }
+    if (has_help) {
+        if (best > 0 && helped > 0)
+            printf(" %10.2fx", best / helped);
+        else
+            printf(" %11s", "-");
+        printf(" %8.2f %8.2f %8.2f", per_1000(h->parks, h), per_1000(h->wakeups, h),
+               per_1000(h->steals, h));
     }
     if (rt > 0)
         printf(" %7.0f", rt);
@@ -172,6 +190,8 @@ static void emit(FILE *jf, const struct results *res, size_t nw)
         printf("bench/pool scaling: %u CPUs, median of %llu runs per backend and worker "
                "count;\nlibals/best: the best baseline's figure over libals's (> 1: libals "
                "ahead);\nparks .. steals: libals's system calls and steals per 1000 tasks;\n"
+               "help/best, h.parks .. h.steals: the same for als_help, libals waiting with\n"
+               "als_pool_drain_help (--drain both);\n"
                "rt ns: the machine's mode, a cross-CPU cache-line round trip (median over "
                "the runs; bench_util.h)\n",
                bench_cpu_count(), (unsigned long long)r0->reps);
@@ -198,6 +218,8 @@ static void emit(FILE *jf, const struct results *res, size_t nw)
             if (r0->ials < r0->nb)
                 printf(" %11s %8s %8s %8s %8s", "libals/best", "parks", "wakeups", "sub.wake",
                        "steals");
+            if (r0->ihelp < r0->nb)
+                printf(" %11s %8s %8s %8s", "help/best", "h.parks", "h.wakeup", "h.steals");
             printf(" %7s\n", "rt ns");
         }
         first = false;

@@ -68,7 +68,7 @@ def main():
         w(f"## bench/pool, {t} worker thread{'s' if t > 1 else ''} "
           f"(median of {r['repetitions']} runs)\n")
         w("Throughput, M tasks/s (higher is better); `libals/X`: how many times faster libals is.\n")
-        others = [b for b in backends if b != "libals"]
+        others = [b for b in backends if b not in ("libals", "als_help")]  # als_help: libals, helping
         w("| scenario | tasks | " + " | ".join(backends) + " | " +
           " | ".join(f"libals/{b}" for b in others) + " |")
         w("|---|---:|" + "---:|" * (len(backends) + len(others)))
