@@ -122,7 +122,7 @@ bench_backend bench_backend_libals = {
     .run = als_backend_run,
 };
 
-/* Only with --drain both (backend_selected). */
+/* Selected with --drain both, or when named in --backends (main). */
 static const bench_backend bench_backend_libals_help = {
     .name = "als_help",
     .label = "libals " ALS_VERSION_STRING " pool (als_submit, als_pool_drain_help)",

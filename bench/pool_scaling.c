@@ -109,6 +109,15 @@ static const struct sched *counts_of(const struct results *r, enum kind k, size_
                            : &r->rq[b].sched;
 }
 
+/* A table cell: the best baseline's figure over libals's, or "-". */
+static void ratio_cell(double best, double mine)
+{
+    if (best > 0 && mine > 0)
+        printf(" %10.2fx", best / mine);
+    else
+        printf(" %11s", "-");
+}
+
 /* One row: a worker count's figures, libals/best and libals's counts,
  * then the same for als_help if it ran (--drain both). */
 static void row(FILE *jf, const struct results *r, enum kind k, size_t s, bool first)
@@ -149,18 +158,12 @@ static void row(FILE *jf, const struct results *r, enum kind k, size_t s, bool f
     for (size_t b = 0; b < r->nb; b++)
         printf(" %8.*f", k == THROUGHPUT ? 1 : 2, value(r, k, s, b));
     if (has_als) {
-        if (best > 0 && mine > 0)
-            printf(" %10.2fx", best / mine);
-        else
-            printf(" %11s", "-");
+        ratio_cell(best, mine);
         printf(" %8.2f %8.2f %8.2f %8.2f", per_1000(c->parks, c), per_1000(c->wakeups, c),
                per_1000(c->submitter_wakeups, c), per_1000(c->steals, c));
     }
     if (has_help) {
-        if (best > 0 && helped > 0)
-            printf(" %10.2fx", best / helped);
-        else
-            printf(" %11s", "-");
+        ratio_cell(best, helped);
         printf(" %8.2f %8.2f %8.2f", per_1000(h->parks, h), per_1000(h->wakeups, h),
                per_1000(h->steals, h));
     }
