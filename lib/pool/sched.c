@@ -232,7 +232,12 @@ static struct als__task *steal(struct worker *w)
  * per worker (each claim moves the consumer head's line between CPUs, and
  * the producer's with it: one claim per POP_BATCH tasks measured 110 -> 69
  * ns per task with one outside submitter), else one, so that a short queue
- * still spreads over the workers. */
+ * still spreads over the workers. A claim takes at most the worker's share
+ * of the ring, so a burst still reaches every worker; the tasks it holds
+ * wait for the ones before them, as on one worker. Longer claims keep
+ * consecutive submits together: a request's subtasks, which share its
+ * counters, its frame and its data, run on one worker instead of being
+ * split between two CPUs' caches (POP_BATCH). */
 static struct als__task *ring_take(struct worker *w)
 {
     als_pool_t *pool = w->pool;
