@@ -61,6 +61,23 @@
 #define ALS__CPU_RELAX() ((void)0)
 #endif
 
+/* Starts fetching a line this thread is about to write, in the state that
+ * lets it write: a plain prefetch (GCC emits PREFETCHT0 for
+ * __builtin_prefetch(p, 1) without -mprfchw) brings a shared copy, whose
+ * first write then waits again for the other CPU's copy to be
+ * invalidated. PREFETCHW is in every x86-64 CPU libals runs on (older
+ * Intel ones execute it as a NOP). Used for the task records a submitter
+ * is about to fill (lib/pool/scheduler.h) and the queue slots it is about
+ * to publish in (lib/pool/queue.c), lines that other CPUs read last. */
+static inline void als__prefetch_for_write(const void *p)
+{
+#if defined(__x86_64__)
+    __asm__("prefetchw %0" : : "m"(*(const char *)p));
+#else
+    __builtin_prefetch(p, 1);
+#endif
+}
+
 /* ---- alloc.c ---------------------------------------------------------- */
 void *als__malloc(size_t size);
 void *als__calloc(size_t n, size_t size);

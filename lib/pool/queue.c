@@ -88,6 +88,18 @@ static bool room(struct als__queue *q, unsigned t)
     return true;
 }
 
+/* How many slots ahead a producer starts fetching the slot lines it will
+ * publish in (als__prefetch_for_write). Consumers read each line last, a
+ * lap ago or as they claimed the slots before ours, so it sits in their
+ * caches; the producer's publication (a locked exchange) then waits for
+ * the line to come over. Fetched two lines ahead, it is there when the
+ * producer arrives (bench/pool spawn_many, one outside submitter, slow
+ * mode: 1.62-1.68x at 2 workers, 1.30-1.64x at 16; ctx4 1.19-1.69x;
+ * 4, 16 and 24 slots ahead measured no better; the same in a worker's
+ * own queue, and consumers fetching the line after their claim, added
+ * nothing: ninth pass in docs/performance.md). */
+#define PUSH_AHEAD 8
+
 static void publish(struct als__slot *s, void *item)
 {
     als__hb_release(item);
@@ -111,6 +123,7 @@ bool als__queue_push(struct als__queue *q, void *item)
         t = now;
     }
     struct als__slot *s = &q->slots[t & q->mask];
+    als__prefetch_for_write(&q->slots[(t + PUSH_AHEAD) & q->mask]);
     publish(s, item);
     ck_pr_fas_uint(&s->seq, t + 1);
     /* The length's record, at every ALS__QUEUE_LENGTH_EVERY-th ticket

@@ -222,21 +222,6 @@ static inline uint32_t als__thread_hash(void)
     return (uint32_t)(x ^ (x >> 31));
 }
 
-/* Starts fetching a line this thread is about to write, in the state that
- * lets it write: the records come from the CPUs that ran their last tasks,
- * and a plain prefetch (a read) brings a shared copy whose first write
- * then waits for the other copy to be invalidated, a second trip between
- * CPUs. PREFETCHW is in every x86-64 CPU libals runs on (older Intel ones
- * execute it as a NOP). */
-static inline void als__prefetch_for_write(const void *p)
-{
-#if defined(__x86_64__)
-    __asm__("prefetchw %0" : : "m"(*(const char *)p));
-#else
-    __builtin_prefetch(p, 1);
-#endif
-}
-
 static inline struct als__task *als__task_alloc(void)
 {
     struct als__task *t = als__task_cache.list;
