@@ -30,8 +30,10 @@
  * the CPUs this process may run on). Each backend has one warm-up run per
  * scenario, then --reps runs interleaved backend by backend (so drifting
  * noise on a shared VM hits all backends alike), with --settle-ms of sleep
- * between runs so a runtime still spinning after its run (libgomp) does
- * not steal CPU from the next. The median run is reported. Latency samples
+ * between runs so a runtime still spinning after its run (libgomp; oneTBB's
+ * workers, for 10-20 ms) does not steal CPU from the next: with 10 ms,
+ * libals's chained at 1 worker, which runs right after oneTBB, read 33-38
+ * ns per task instead of 22. The median run is reported. Latency samples
  * are likewise taken in --reps interleaved chunks and pooled. Every run
  * checks that exactly the expected number of tasks ran.
  *
@@ -674,7 +676,7 @@ static void usage(FILE *f)
           "  --fanout N        fanout tree size (1M)\n"
           "  --samples N       wake-latency samples (10k)\n"
           "  --gap-us N        idle gap after each latency sample (200)\n"
-          "  --settle-ms N     pause between runs, may be 0 (10)\n"
+          "  --settle-ms N     pause between runs, may be 0 (50)\n"
           "  --requests N      requests of the requests scenario (20k)\n"
           "  --inflight N      requests submitted per wave (32)\n"
           "  --scenarios LIST  comma-separated subset of: spawn_many,chained,fanout,\n"
@@ -694,7 +696,7 @@ int main(int argc, char **argv)
 {
     bool json = false, quick = false;
     unsigned threads = 0;
-    uint64_t reps = 5, samples = 10000, gap_us = 200, settle_ms = 10;
+    uint64_t reps = 5, samples = 10000, gap_us = 200, settle_ms = 50;
     uint64_t nreq = 20000, inflight = 32;
     bool set_reps = false, set_tasks = false, set_chain = false, set_fanout = false,
          set_samples = false, set_req = false;
