@@ -419,7 +419,7 @@ typedef struct als_pool als_pool_t;
 typedef struct als_pool_options {
     unsigned threads;          /**< 0: the CPUs this process may run on */
     /** 0: 4096; rounded up to a power of two. That many tasks can wait
-     *  in the shared queue. Beyond it, a busy worker may hold up to 3 more
+     *  in the shared queue. Beyond it, a busy worker may hold up to 15 more
      *  it took off the queue together with the one it runs, and each
      *  worker keeps the newest task its own tasks submitted in a slot of
      *  its own: 1 more per worker. In a BLOCK pool whose capacity is at

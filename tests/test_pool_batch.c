@@ -1,7 +1,7 @@
 /*
  * Batched takes (issue 3, queue design): while the ring holds two or more
- * tasks per worker, a worker claims up to four at once and runs them in
- * order. Tasks a worker has taken but not started are still queued in
+ * tasks per worker, a worker claims up to 16 at once (at most its share
+ * of the ring) and runs them in order. Tasks a worker has taken but not started are still queued in
  * every sense: a CANCEL shutdown cancels them, a self-resubmitting chain in
  * the worker's LIFO slot cannot starve them, and drains wait for them.
  *
@@ -24,7 +24,8 @@
 #include "gate.h"
 #include "pool_helpers.h"
 
-#define N 12 /* counted tasks queued behind the first */
+#define N 20 /* counted tasks queued behind the first: more than a claim
+                takes (16, the first included), so some stay in the ring */
 
 struct counted {
     _Atomic int fn, cancel;
@@ -49,9 +50,9 @@ static als_pool_t *one_worker_pool(void)
     return p;
 }
 
-/* The worker takes [second gate task, c0, c1, c2] in one claim and blocks
- * in the first; the CANCEL that begins meanwhile must cancel c0..c2 (taken,
- * not started) as well as those still in the ring. */
+/* The worker takes [second gate task, c0, ..., c14] in one claim and
+ * blocks in the first; the CANCEL that begins meanwhile must cancel
+ * c0..c14 (taken, not started) as well as c15..c19, still in the ring. */
 static void test_cancel_reaches_taken_tasks(void **state)
 {
     (void)state;
@@ -87,13 +88,13 @@ static void test_cancel_reaches_taken_tasks(void **state)
 }
 
 /* A chain that resubmits itself into the worker's LIFO slot, taken in one
- * claim with the three outside tasks behind it (so the ring is then empty
+ * claim with the 15 outside tasks behind it (so the ring is then empty
  * and only the worker's batch holds them): it stops once every outside
  * task has run, which happens only if the worker leaves the slot for its
  * taken tasks (after LIFO_MAX links). A starving worker would run the
  * chain to its limit. */
 #define CHAIN_LIMIT 1000000
-#define BEHIND 3
+#define BEHIND 15 /* a whole claim: 16 tasks, the chain's first link included */
 
 struct chain {
     als_pool_t *pool;
