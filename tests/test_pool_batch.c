@@ -1,9 +1,10 @@
 /*
  * Batched takes (issue 3, queue design): while the ring holds two or more
  * tasks per worker, a worker claims up to 16 at once (at most its share
- * of the ring) and runs them in order. Tasks a worker has taken but not started are still queued in
- * every sense: a CANCEL shutdown cancels them, a self-resubmitting chain in
- * the worker's LIFO slot cannot starve them, and drains wait for them.
+ * of the ring) and runs them in order. Tasks a worker has taken but not
+ * started are still queued in every sense: a CANCEL shutdown cancels
+ * them, a self-resubmitting chain in the worker's LIFO slot cannot starve
+ * them, and drains wait for them.
  *
  * A one-worker pool held at a gate makes the ring's content exact when the
  * worker takes its batch. Assertions on the main thread only.
