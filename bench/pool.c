@@ -1056,7 +1056,7 @@ int main(int argc, char **argv)
                 for (uint64_t r = 0; r < reps; r++)
                     fprintf(jf, "%s%.0f", r ? ", " : "", t->runs[r]);
                 fprintf(jf, "]");
-                if (b == ials || b == ihelp)
+                if (is_libals(bk[b]))
                     sched_json(jf, &t->sched);
                 fprintf(jf, "}");
             }
@@ -1065,7 +1065,7 @@ int main(int argc, char **argv)
                 fprintf(jf, ", \"libals_speedup\": {");
                 bool f2 = true;
                 for (size_t b = 0; b < nb; b++) {
-                    if (b == ials || b == ihelp)
+                    if (is_libals(bk[b]))
                         continue;
                     fprintf(jf, "%s\"%s\": %.3f", f2 ? "" : ", ", bk[b]->name,
                             tp[s][b].median_ns / tp[s][ials].median_ns);
@@ -1086,7 +1086,7 @@ int main(int argc, char **argv)
                         b ? "," : "", bk[b]->name, (unsigned long long)lat[b].p50,
                         (unsigned long long)lat[b].p90, (unsigned long long)lat[b].p99,
                         (unsigned long long)lat[b].max, lat[b].mean);
-                if (b == ials || b == ihelp)
+                if (is_libals(bk[b]))
                     sched_json(jf, &lat[b].sched);
                 fprintf(jf, "}");
             }
@@ -1109,7 +1109,7 @@ int main(int argc, char **argv)
                 for (uint64_t r = 0; r < reps; r++)
                     fprintf(jf, "%s%.0f", r ? ", " : "", rq[b].runs[r]);
                 fprintf(jf, "]");
-                if (b == ials || b == ihelp)
+                if (is_libals(bk[b]))
                     sched_json(jf, &rq[b].sched);
                 fprintf(jf, "}");
             }
@@ -1145,7 +1145,7 @@ int main(int argc, char **argv)
             for (size_t b = 0; b < nb; b++)
                 printf(" %8s", bk[b]->name);
             for (size_t b = 0; b < nb && ials < nb; b++)
-                if (b != ials && b != ihelp)
+                if (!is_libals(bk[b]))
                     printf("   libals/%-6s", bk[b]->name);
             printf("\n");
             for (size_t s = 0; s < NSCEN; s++) {
@@ -1156,7 +1156,7 @@ int main(int argc, char **argv)
                 for (size_t b = 0; b < nb; b++)
                     printf(" %8.2f", (double)n * 1e3 / tp[s][b].median_ns);
                 for (size_t b = 0; b < nb && ials < nb; b++)
-                    if (b != ials && b != ihelp)
+                    if (!is_libals(bk[b]))
                         printf("   %13.2fx", tp[s][b].median_ns / tp[s][ials].median_ns);
                 printf("\n");
             }
@@ -1187,7 +1187,7 @@ int main(int argc, char **argv)
             for (size_t b = 0; b < nb; b++)
                 printf(" %8s", bk[b]->name);
             for (size_t b = 0; b < nb && ials < nb; b++)
-                if (b != ials && b != ihelp)
+                if (!is_libals(bk[b]))
                     printf("   %6s/libals", bk[b]->name);
             printf("\n");
             const char *names[] = {"p50", "p90", "p99", "max"};
@@ -1202,7 +1202,7 @@ int main(int argc, char **argv)
                     printf(" %8.1f", (double)v[b] / 1e3);
                 }
                 for (size_t b = 0; b < nb && ials < nb; b++)
-                    if (b != ials && b != ihelp)
+                    if (!is_libals(bk[b]))
                         printf("   %13.2fx", v[ials] ? (double)v[b] / (double)v[ials] : 0.0);
                 printf("\n");
             }
