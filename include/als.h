@@ -417,7 +417,16 @@ typedef struct als_pool als_pool_t;
 
 /** Options for als_pool_new(). Zero-initialise and set what you need. */
 typedef struct als_pool_options {
-    unsigned threads;          /**< 0: the CPUs this process may run on */
+    /** Worker threads; 0: the CPUs this process may run on. With more
+     *  workers than those CPUs, about as many workers as CPUs are awake
+     *  at once: a worker that finds more tasks queued wakes another only
+     *  while fewer are awake (a submit still wakes one when none is
+     *  searching). Such a pool has one more thread, its monitor, named
+     *  "<name>-mon", for workers stuck in a task (blocked on I/O, a lock,
+     *  another task): while tasks wait, it looks every millisecond and
+     *  wakes a parked worker for each awake one that started no task
+     *  since its last look. It sleeps while nothing waits. */
+    unsigned threads;
     /** 0: 4096; rounded up to a power of two. That many tasks can wait
      *  in the shared queue. Beyond it, a busy worker may hold up to 15 more
      *  it took off the queue together with the one it runs, and each
@@ -479,18 +488,19 @@ typedef struct als_pool_stats {
     uint64_t cancelled;        /**< cancelled by shutdown (cancel ran, if set) */
     uint64_t queued;           /**< accepted, not started */
     uint64_t running;          /**< started, not finished */
-    unsigned threads;          /**< worker threads */
+    unsigned threads;          /**< worker threads (not the monitor) */
     /* ALS_POOL_STATS_VERSION 2 */
     /** Times a worker found no work and went to sleep on its futex (a
      *  FUTEX_WAIT system call; spinning without sleeping is not counted). */
     uint64_t parks;
     /** FUTEX_WAKE system calls made to wake a worker, by submitters,
-     *  workers and shutdown alike. A submit into a parked pool wakes one
-     *  worker; submits while a worker is searching (at most half of the
-     *  workers that can run at once, at least two, search; the others
-     *  sleep) wake none. Shutdown wakes
+     *  workers, the monitor and shutdown alike. A submit into a parked
+     *  pool wakes one worker; submits while a worker is searching (at
+     *  most half of the workers that can run at once, at least two,
+     *  search; the others sleep) wake none. Shutdown wakes
      *  every worker, asleep or not, and each ending worker wakes the
-     *  others. Wakes of drain, future and group waiters are not counted. */
+     *  others. Wakes of drain, future and group waiters, and of the monitor
+     *  itself, are not counted. */
     uint64_t wakeups;
     /** FUTEX_WAKE system calls made to wake submitters blocked on a full
      *  queue (ALS_FULL_BLOCK), counted apart from wakeups: about one per
@@ -525,7 +535,14 @@ ALS_API als_pool_t *als_pool_new(const als_pool_options *opts);
  *  a task that needs something the submitter provides only after
  *  als_submit returns (a lock it holds, a signal it sends later).
  *  Detached tasks (als_submit_task) and submits from outside the pool's
- *  workers are always queued. */
+ *  workers are always queued.
+ *
+ *  A task's newest submit waits in its worker's own slot (see
+ *  queue_capacity), which no other worker takes from: a task that submits
+ *  and then blocks until what it submitted has run (on a condition
+ *  variable, a semaphore, a flag) waits forever. Wait with
+ *  als_future_wait or als_group_wait, which run it, or let a completion
+ *  (als_future_then) continue the work. */
 ALS_API int als_submit(als_pool_t *pool, als_task_fn fn, void *arg);
 
 /** als_submit with a cancel callback and flags. NULL task: ALS_EINVAL. */

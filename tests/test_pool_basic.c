@@ -8,6 +8,7 @@
  * or join (each of which orders the task's writes before the check).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -646,12 +647,109 @@ static void run_bursts(unsigned threads, unsigned rounds, int fresh_pool)
     }
 }
 
+/* The CPUs this process may run on. */
+static unsigned cpus(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+    return (unsigned)CPU_COUNT(&set);
+}
+
+/* With more workers than CPUs, a worker hands a wake-up on only while
+ * fewer are awake than can run at once; the pool's monitor wakes more for
+ * workers stuck in a task (lib/pool/monitor.c). A burst of barrier tasks,
+ * each stuck until all have a worker, needs both, on any machine. */
 static void test_wakeup_burst_needs_every_worker(void **state)
 {
     (void)state;
     run_bursts(3, 200, 0);
     run_bursts(4, 100, 0);
     run_bursts(3, 300, 1);
+    run_bursts(cpus() + 2, 100, 0);
+    run_bursts(cpus() + 2, 30, 1);
+}
+
+/* While every worker but one is stuck in a task (more than the CPUs),
+ * queued tasks still run, on the last one. */
+static void test_stuck_workers_leave_the_rest_running(void **state)
+{
+    (void)state;
+    unsigned n = cpus() + 2, stuck = n - 1;
+    als_pool_options o = {.threads = n, .name = "stk"};
+    als_pool_t *p = als_pool_new(&o);
+    assert_non_null(p);
+    struct gate g;
+    gate_init(&g);
+    for (unsigned i = 0; i < stuck; i++)
+        assert_int_equal(als_submit(p, gate_task, &g), 0);
+    gate_await_arrivals(&g, (int)stuck);
+    struct waker w = {.done = 0};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    for (unsigned round = 1; round <= 20; round++) {
+        for (unsigned k = 0; k < 8; k++)
+            assert_int_equal(als_submit(p, wake_task, &w), 0);
+        pthread_mutex_lock(&w.mu);
+        while (w.done < 8 * round)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+    }
+    gate_open(&g);
+    assert_int_equal(als_pool_drain(p), 0);
+    als_pool_stats s;
+    get_stats(p, &s);
+    assert_int_equal(s.completed, stuck + 160);
+    als_pool_free(p);
+    gate_destroy(&g);
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+}
+
+/* How many of this process's threads are named `name`. */
+static unsigned threads_named(const char *name)
+{
+    unsigned n = 0;
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], comm[64] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue; /* the thread ended meanwhile */
+        if (fgets(comm, sizeof comm, f))
+            comm[strcspn(comm, "\n")] = '\0';
+        fclose(f);
+        n += strcmp(comm, name) == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* A pool with more workers than CPUs has one thread more, its monitor,
+ * named "<name>-mon"; a pool whose workers can all run at once has none.
+ * The monitor ends with the pool. */
+static void test_monitor_thread(void **state)
+{
+    (void)state;
+    als_pool_options o = {.threads = cpus() + 1, .name = "mt"};
+    als_pool_t *p = als_pool_new(&o);
+    assert_non_null(p);
+    assert_int_equal(threads_named("mt-mon"), 1);
+    als_pool_stats s;
+    get_stats(p, &s);
+    assert_int_equal(s.threads, cpus() + 1); /* workers only */
+    als_pool_free(p);
+    assert_int_equal(threads_named("mt-mon"), 0);
+
+    als_pool_options f = {.threads = cpus(), .name = "mf"};
+    p = als_pool_new(&f);
+    assert_non_null(p);
+    assert_int_equal(threads_named("mf-mon"), 0);
+    als_pool_free(p);
 }
 
 /* ---- many tasks, a few submitters ------------------------------------- */
@@ -726,6 +824,8 @@ int main(void)
         cmocka_unit_test(test_wakeup_single_worker),
         cmocka_unit_test(test_wakeup_several_workers),
         cmocka_unit_test(test_wakeup_burst_needs_every_worker),
+        cmocka_unit_test(test_stuck_workers_leave_the_rest_running),
+        cmocka_unit_test(test_monitor_thread),
         cmocka_unit_test(test_many_tasks_exactly_once),
     };
     /* POOL_TEST_FILTER=test_name (wildcards allowed) runs a subset. */

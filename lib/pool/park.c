@@ -110,10 +110,26 @@ static void worker_wake(struct worker *w)
     futex_wake(&w->wake, 1);
 }
 
+/* Claims a sleeper of idle word i, whose bits read m, by clearing its bit
+ * (so later submits of a burst see it gone and make no system call), and
+ * wakes it. false: every one of them was claimed or withdrew meanwhile. */
+static bool claim_and_wake(als_pool_t *pool, unsigned i, uint64_t m)
+{
+    while (m) {
+        uint64_t bit = m & -m;
+        uint64_t prev = atomic_fetch_and_explicit(&pool->idle[i], ~bit, memory_order_acq_rel);
+        if (prev & bit) {
+            worker_wake(&pool->workers[i * 64 + (unsigned)__builtin_ctzll(bit)]);
+            return true;
+        }
+        m = prev & ~bit;
+    }
+    return false;
+}
+
 /* Wakes one parked worker, if any and if no idle worker is spinning (a
  * spinner will find the task: it re-checks the queues after it stops
- * spinning). Claims the sleeper by clearing its idle bit, so later submits
- * of a burst see it gone and make no system call. */
+ * spinning). */
 void als__wake_one(als_pool_t *pool)
 {
     for (unsigned i = 0; i < pool->idle_words; i++) {
@@ -121,17 +137,37 @@ void als__wake_one(als_pool_t *pool)
         /* Ordered after the locked read above (x86-64) or the fence. */
         if (m && atomic_load_explicit(&pool->spinning, memory_order_relaxed))
             return;
-        while (m) {
-            uint64_t bit = m & -m;
-            uint64_t prev = atomic_fetch_and_explicit(&pool->idle[i], ~bit,
-                                                      memory_order_acq_rel);
-            if (prev & bit) {
-                worker_wake(&pool->workers[i * 64 + (unsigned)__builtin_ctzll(bit)]);
-                return;
-            }
-            m = prev & ~bit;
-        }
+        if (claim_and_wake(pool, i, m))
+            return;
     }
+}
+
+/* Wakes one parked worker, if any, spinners or not (monitor.c). */
+bool als__wake_parked(als_pool_t *pool)
+{
+    for (unsigned i = 0; i < pool->idle_words; i++)
+        if (claim_and_wake(pool, i, atomic_load_explicit(&pool->idle[i], memory_order_relaxed)))
+            return true;
+    return false;
+}
+
+/* How many workers are parked, counted up to `limit` (no popcount: see
+ * als__workers_idle). */
+unsigned als__parked_upto(const als_pool_t *pool, unsigned limit)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < pool->idle_words; i++)
+        for (uint64_t m = atomic_load_explicit(&pool->idle[i], memory_order_relaxed); m;
+             m &= m - 1)
+            if (++n >= limit)
+                return n;
+    return n;
+}
+
+bool als__parked(const struct worker *w)
+{
+    return atomic_load_explicit(&w->pool->idle[w->index / 64], memory_order_relaxed) >>
+           (w->index % 64) & 1;
 }
 
 /* als__wake_one after a push to a worker's own queue, which has no locked

@@ -318,6 +318,7 @@ static void pool_memory_free(als_pool_t *pool)
         als__queue_fini(&pool->inboxes[i]);
     free(pool->inboxes);
     als__queue_fini(&pool->q);
+    als__monitor_free(pool);
     free(pool->workers);
     free((void *)pool->idle);
     free(pool);
@@ -441,6 +442,7 @@ als_pool_t *als_pool_new(const als_pool_options *opts)
             return NULL;
         }
     }
+    als__monitor_start(pool);
     als__pool_list(pool);
     return pool;
 }
@@ -564,6 +566,7 @@ int als_pool_shutdown(als_pool_t *pool, int how)
          * so the timer thread has nothing left when they are gone. */
         for (unsigned i = 0; i < pool->nthreads; i++)
             als__worker_join(pool, &pool->workers[i]);
+        als__monitor_stop(pool);
         void *ext = atomic_load_explicit(&pool->ext, memory_order_acquire);
         if (ext)
             pool->ext_ops->stop(ext);

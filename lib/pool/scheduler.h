@@ -7,6 +7,8 @@
  *   count.c   submitted/finished counts per drain generation, in flight
  *   sched.c   where tasks wait: the shared ring, the workers' LIFO slots,
  *             own queues and inboxes (outside submits, sharded); stealing
+ *   monitor.c hand-offs, limited to the workers that can run at once, and
+ *             the monitor thread that wakes more for workers stuck in tasks
  *   worker.c  running tasks, the worker loop, waits that help
  *   fork.c    the live pools' registry, and what fork() does to them
  *   pool.c    accepting and submitting, pool lifecycle, stats
@@ -59,6 +61,7 @@
 #define DRAIN_POLL_NS (1000 * 1000) /* a drain's re-check period (pool.c) */
 #define DRAIN_SPIN 64   /* a drain's looks before it sleeps (pool.c) */
 #define DRAIN_PAUSES 32 /* pauses between two of its looks */
+#define MONITOR_TICK_NS (1000 * 1000) /* the armed monitor's looks (monitor.c) */
 
 enum als__pool_state { RUNNING = 0, DRAINING = 1, CANCELLING = 2, STOPPED = 3 };
 
@@ -127,6 +130,13 @@ struct als_pool {
     unsigned surplus_guest;       /* the same with one CPU fewer */
     _Atomic uint64_t *idle;       /* bit per parked worker (own lines) */
     unsigned idle_words;
+    _Alignas(ALS__CACHELINE) _Atomic uint32_t mon_state; /* monitor.c */
+    _Atomic uint32_t mon_word;    /* futex word the monitor sleeps on */
+    _Atomic bool mon_stop;
+    bool mon_started;             /* a monitor runs: hand-offs are limited */
+    pthread_t mon_thread;
+    uint64_t *mon_last;           /* [nthreads], the monitor's own */
+    bool *mon_woke;               /* [nthreads], the monitor's own */
     _Alignas(ALS__CACHELINE) _Atomic uint32_t room_armed; /* a BLOCK submitter
                                      waits (park.c room_wake) */
     _Atomic uint32_t room_seq;
@@ -281,6 +291,9 @@ void als__park_sleep(struct worker *w, uint32_t seq);
 void als__park_withdraw(struct worker *w);
 bool als__workers_idle(const als_pool_t *pool);
 void als__room_wake(als_pool_t *pool, struct worker *w);
+bool als__wake_parked(als_pool_t *pool);
+unsigned als__parked_upto(const als_pool_t *pool, unsigned limit);
+bool als__parked(const struct worker *w);
 
 /* count.c */
 uint64_t als__in_flight(const als_pool_t *pool, unsigned gen);
@@ -301,6 +314,12 @@ bool als__has_work(als_pool_t *pool);
 bool als__inbox_push(als_pool_t *pool, struct als__task *t);
 bool als__local_idle(const struct worker *w);
 struct als__task *als__task_take(struct worker *w);
+
+/* monitor.c */
+void als__hand_off(als_pool_t *pool);
+void als__monitor_start(als_pool_t *pool);
+void als__monitor_stop(als_pool_t *pool);
+void als__monitor_free(als_pool_t *pool);
 
 /* fork.c: the registry of live pools (a fork() child's copies stop). */
 bool als__fork_init(void); /* once; false: pthread_atfork failed */

@@ -13,7 +13,7 @@
  * worker without a thread (workers[nthreads]), used by whichever thread
  * holds the pool's drain mutex, so that every counter keeps one writer.
  *
- * Uses: task.c, park.c, count.c, sched.c. */
+ * Uses: task.c, park.c, count.c, sched.c, monitor.c. */
 #include "scheduler.h"
 
 #include <sched.h>
@@ -468,7 +468,7 @@ static struct als__task *worker_spin(struct worker *w)
      * so a stream of tasks keeps one worker looking. */
     if (atomic_fetch_sub_explicit(&pool->spinning, 1, memory_order_seq_cst) == 1 && t &&
         als__has_work(pool))
-        als__wake_one(pool);
+        als__hand_off(pool);
     return t;
 }
 
@@ -492,7 +492,7 @@ void *als__worker_main(void *arg)
             /* Submits that found a spinner or a claimed sleeper woke no
              * one more: a worker fresh from a park passes the wake-up on
              * while work remains, one worker per queued task at most. */
-            als__wake_one(pool);
+            als__hand_off(pool);
         woken = false;
         if (!t) {
             als__worker_flush(w);
