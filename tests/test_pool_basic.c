@@ -616,7 +616,11 @@ static int burst_task(void *arg)
     return 0;
 }
 
-static void run_bursts(unsigned threads, unsigned rounds, int fresh_pool)
+/* stream: tasks run (and drained) before each burst, 0 for none. Workers
+ * take several tasks at once during a stream (lib/pool/sched.c); a
+ * worker that ran out of work must not go on doing so, or it would take
+ * two tasks of the burst and wait in the first. */
+static void run_bursts(unsigned threads, unsigned rounds, int fresh_pool, unsigned stream)
 {
     als_pool_options o = {.threads = threads};
     als_pool_t *p = fresh_pool ? NULL : als_pool_new(&o);
@@ -629,6 +633,10 @@ static void run_bursts(unsigned threads, unsigned rounds, int fresh_pool)
             assert_non_null(p);
             idle_pause(p, r);
         }
+        for (unsigned k = 0; k < stream; k++)
+            assert_int_equal(als_submit(p, noop_task, NULL), 0);
+        if (stream)
+            assert_int_equal(als_pool_drain(p), 0);
         assert_int_equal(pthread_barrier_init(&barrier, NULL, threads), 0);
         int bad_rc = 0;
         for (unsigned k = 0; k < threads; k++)
@@ -642,7 +650,7 @@ static void run_bursts(unsigned threads, unsigned rounds, int fresh_pool)
     if (!fresh_pool) {
         als_pool_stats s;
         get_stats(p, &s);
-        assert_int_equal(s.completed, (uint64_t)threads * rounds);
+        assert_int_equal(s.completed, (uint64_t)(threads + stream) * rounds);
         als_pool_free(p);
     }
 }
@@ -663,11 +671,12 @@ static unsigned cpus(void)
 static void test_wakeup_burst_needs_every_worker(void **state)
 {
     (void)state;
-    run_bursts(3, 200, 0);
-    run_bursts(4, 100, 0);
-    run_bursts(3, 300, 1);
-    run_bursts(cpus() + 2, 100, 0);
-    run_bursts(cpus() + 2, 30, 1);
+    run_bursts(3, 200, 0, 0);
+    run_bursts(4, 100, 0, 0);
+    run_bursts(3, 300, 1, 0);
+    run_bursts(cpus() + 2, 100, 0, 0);
+    run_bursts(cpus() + 2, 30, 1, 0);
+    run_bursts(cpus() + 2, 100, 0, 64 * (cpus() + 2));
 }
 
 /* While every worker but one is stuck in a task (more than the CPUs),

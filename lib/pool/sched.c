@@ -228,20 +228,35 @@ static struct als__task *steal(struct worker *w)
     return NULL;
 }
 
-/* Takes from the ring: several tasks at once while it holds at least two
- * per worker (each claim moves the consumer head's line between CPUs, and
- * the producer's with it: one claim per POP_BATCH tasks measured 110 -> 69
- * ns per task with one outside submitter), else one, so that a short queue
- * still spreads over the workers. A claim takes at most the worker's share
- * of the ring, so a burst still reaches every worker; the tasks it holds
- * wait for the ones before them, as on one worker. Longer claims keep
- * consecutive submits together: a request's subtasks, which share its
- * counters, its frame and its data, run on one worker instead of being
- * split between two CPUs' caches (POP_BATCH). */
+/* Takes from the ring: several tasks at once during a stream, else one,
+ * so that a short queue still spreads over the workers. Each claim moves
+ * the consumer head's line between CPUs, and the producer's with it: one
+ * claim per POP_BATCH tasks measured 110 -> 69 ns per task with one
+ * outside submitter. Longer claims also keep consecutive submits
+ * together: a request's subtasks, which share its counters, its frame and
+ * its data, run on one worker instead of being split between two CPUs'
+ * caches (POP_BATCH).
+ *
+ * For a worker, a stream begins when the ring holds two tasks per worker,
+ * so that a burst of fewer still reaches every worker (and each task of
+ * it can have one of its own, if they wait for each other); it goes on
+ * while the ring holds two per worker that can run at once, until the
+ * worker publishes its finished count with fewer than two per worker
+ * queued (worker.c als__worker_flush: when it finds no work, and every
+ * BATCH tasks). A claim takes at most the share of a worker that can run
+ * at once: with more workers than CPUs the others sleep (monitor.c), and
+ * claims as short as their share made most takes of a request wave
+ * claims of one (bench/pool requests, 16 workers on 2 CPUs: 1.19-1.25x;
+ * outside streams, whose producer is faster with a longer ring,
+ * 0.89-0.99x, as fast as at 2 workers; tenth pass in
+ * docs/performance.md). The tasks a claim holds wait for the ones before
+ * them, as on one worker. Without surplus workers, all this is the rule
+ * "claim while the ring holds two per worker". */
 static struct als__task *ring_take(struct worker *w)
 {
     als_pool_t *pool = w->pool;
-    unsigned len = als__queue_length(&pool->q), per_worker = len / pool->nthreads;
+    unsigned len = als__queue_length(&pool->q);
+    unsigned running = pool->nthreads - pool->surplus_plain;
     /* A helping drain (the guest, als_pool_drain_help) takes half the
      * ring into its own queue, where idle workers can steal it back, and
      * leaves the rest to the workers: each then runs a stretch of
@@ -254,9 +269,14 @@ static struct als__task *ring_take(struct worker *w)
     if (w == als__guest(pool) && pool->locals && len >= GUEST_SHARE_MIN &&
         local_length(w) == 0 && take_to_own(w, &pool->q, (len + 1) / 2, &t))
         return t;
-    if (per_worker >= 2) {
+    if (len >= 2 * pool->nthreads)
+        w->streaming = true;
+    else if (len < 2 * running)
+        w->streaming = false;
+    if (w->streaming) {
+        unsigned share = len / running;
         unsigned n = als__queue_pop_many(&pool->q, (void **)w->batch,
-                                         per_worker < POP_BATCH ? per_worker : POP_BATCH);
+                                         share < POP_BATCH ? share : POP_BATCH);
         if (n) {
             for (unsigned i = 1; i < n; i++)
                 als__task_prefetch(w->batch[i]);

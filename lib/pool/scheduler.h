@@ -87,6 +87,8 @@ struct worker {
     unsigned poll;                /* pauses between polls (worker_spin) */
     unsigned tick;                /* takes, for the shared queue's turn */
     unsigned streak;              /* LIFO-slot tasks taken in a row */
+    bool streaming;               /* takes several ring tasks at once
+                                     (sched.c ring_take) */
     uintptr_t inline_floor;       /* inline runs only above this stack address */
     unsigned running;             /* tasks running on this thread's stack */
     struct als__task *cur;        /* innermost of them with a record (a
