@@ -240,23 +240,21 @@ static struct als__task *steal(struct worker *w)
  * For a worker, a stream begins when the ring holds two tasks per worker,
  * so that a burst of fewer still reaches every worker (and each task of
  * it can have one of its own, if they wait for each other); it goes on
- * while the ring holds two per worker that can run at once, until the
- * worker publishes its finished count with fewer than two per worker
- * queued (worker.c als__worker_flush: when it finds no work, and every
- * BATCH tasks). A claim takes at most the share of a worker that can run
- * at once: with more workers than CPUs the others sleep (monitor.c), and
- * claims as short as their share made most takes of a request wave
- * claims of one (bench/pool requests, 16 workers on 2 CPUs: 1.19-1.25x;
- * outside streams, whose producer is faster with a longer ring,
- * 0.89-0.99x, as fast as at 2 workers; tenth pass in
- * docs/performance.md). The tasks a claim holds wait for the ones before
+ * while the ring holds two per worker that can run at once, looked at
+ * here and whenever the worker publishes its finished count (worker.c
+ * als__worker_flush). A claim takes at most the share of a worker that
+ * can run at once: with more workers than CPUs the others sleep
+ * (monitor.c), and claims as short as their share made most takes of a
+ * request wave claims of one (bench/pool requests, 16 workers on 2 CPUs:
+ * 1.20x; outside streams, whose producer is faster with a longer ring,
+ * 0.92-0.95x; tenth pass in docs/performance.md). The tasks a claim holds wait for the ones before
  * them, as on one worker. Without surplus workers, all this is the rule
  * "claim while the ring holds two per worker". */
 static struct als__task *ring_take(struct worker *w)
 {
     als_pool_t *pool = w->pool;
     unsigned len = als__queue_length(&pool->q);
-    unsigned running = pool->nthreads - pool->surplus_plain;
+    unsigned running = als__running(pool);
     /* A helping drain (the guest, als_pool_drain_help) takes half the
      * ring into its own queue, where idle workers can steal it back, and
      * leaves the rest to the workers: each then runs a stretch of

@@ -175,6 +175,12 @@ struct als_pool {
     char name[16];
 };
 
+/* Workers that can run at once: the smaller of the workers and the CPUs. */
+static inline unsigned als__running(const als_pool_t *pool)
+{
+    return pool->nthreads - pool->surplus_plain;
+}
+
 /* The worker the calling thread is, if any (worker.c). */
 extern _Thread_local struct worker *als__self __attribute__((tls_model("initial-exec")));
 

@@ -64,11 +64,11 @@ static void kept_unwind(struct worker **w)
  * frame and is itself in flight). */
 void als__worker_flush(struct worker *w)
 {
-    /* A stream (sched.c ring_take) ends here unless the ring still holds
-     * two tasks per worker: a drain that these counts end then finds no
-     * worker in one, and a burst submitted after it reaches every worker
-     * (a worker still in a stream would claim two of its tasks). */
-    if (w->streaming && als__queue_length(&w->pool->q) < 2 * w->pool->nthreads)
+    /* A stream (sched.c ring_take) ends here as at a take, if the ring is
+     * short: a drain that these counts end then finds no worker in one,
+     * and a burst submitted after it reaches every worker (a worker still
+     * in a stream would claim two of its tasks). */
+    if (w->streaming && als__queue_length(&w->pool->q) < 2 * als__running(w->pool))
         w->streaming = false;
     if (!w->running)
         kept_close(w);
