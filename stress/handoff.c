@@ -10,8 +10,11 @@
  * a missed wake-up strands), submitted from an outside thread, from
  * inside a task (the worker's own queue: idle workers must be woken or
  * must steal), from several outside threads at once, or as a group
- * (als_group_submit, waited with als_group_wait). Some tasks do a little
- * work, so that one worker cannot finish a burst before others wake.
+ * (als_group_submit, waited with als_group_wait), or as tasks at a
+ * barrier that all of them must reach (each needs a worker of its own;
+ * with more workers than CPUs, the awake ones are stuck in them and the
+ * pool's monitor must wake more). Some tasks do a little work, so that
+ * one worker cannot finish a burst before others wake.
  *
  * Every burst must complete within 10 s (a generous bound: a burst takes
  * microseconds); otherwise the program reports a LOST WAKE-UP with the
@@ -78,9 +81,10 @@ static void task_done(void)
     }
 }
 
-enum shape { S_OUTSIDE, S_INSIDE, S_SEVERAL, S_GROUP, S_COUNT };
+enum shape { S_OUTSIDE, S_INSIDE, S_SEVERAL, S_GROUP, S_BARRIER, S_COUNT };
 static const char *const shape_names[S_COUNT] = {
     "outside thread", "inside a task", "several threads", "group wait",
+    "barrier (each task needs a worker of its own)",
 };
 enum gap { G_NONE, G_SHORT, G_LONG, G_PARKED, G_COUNT };
 static const char *const gap_names[G_COUNT] = {
@@ -143,6 +147,19 @@ static int group_task(void *arg)
     while (spins > 0)
         spins = spins - 1;
     atomic_fetch_add_explicit(&tasks_run, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* Waits at the burst's barrier: every task of the burst must have a
+ * worker at once. With 16 workers on fewer CPUs, that takes the pool's
+ * monitor (lib/pool/monitor.c): the awake workers are stuck here. */
+static pthread_barrier_t burst_barrier;
+
+static int barrier_task(void *arg)
+{
+    (void)arg;
+    pthread_barrier_wait(&burst_barrier);
+    task_done();
     return 0;
 }
 
@@ -302,10 +319,26 @@ static void burst(struct rng *r, uint64_t n)
         als_group_free(grp);
         return;
     }
+    case S_BARRIER: {
+        /* At most one task per worker, and fewer than two per worker in
+         * all: no worker takes two at once (lib/pool/sched.c). */
+        k = 1 + k % WORKERS;
+        atomic_store(&left, k);
+        pthread_barrier_init(&burst_barrier, NULL, (unsigned)k);
+        for (int i = 0; i < k; i++) {
+            int rc = als_submit(pool, barrier_task, NULL);
+            if (!CHECK(rc == 0, "als_submit: %s", als_strerror(rc)))
+                _exit(1); /* the others would wait at the barrier forever */
+        }
+        break;
+    }
     case S_COUNT:
         return;
     }
-    if (!wait_left())
+    bool done = wait_left();
+    if (sh == S_BARRIER && done)
+        pthread_barrier_destroy(&burst_barrier);
+    if (!done)
         lost_wakeup("tasks", sh, g, k, atomic_load(&left));
     CHECK(true, "burst done");
 }
