@@ -246,10 +246,11 @@ static struct als__task *steal(struct worker *w)
  * can run at once: with more workers than CPUs the others sleep
  * (monitor.c), and claims as short as their share made most takes of a
  * request wave claims of one (bench/pool requests, 16 workers on 2 CPUs:
- * 1.20x; outside streams, whose producer is faster with a longer ring,
- * 0.92-0.95x; tenth pass in docs/performance.md). The tasks a claim holds wait for the ones before
- * them, as on one worker. Without surplus workers, all this is the rule
- * "claim while the ring holds two per worker". */
+ * 1.20-1.25x; outside streams, whose producer is faster with a longer
+ * ring, 0.89-0.98x; tenth pass in docs/performance.md). The tasks a claim
+ * holds wait for the ones before them, as on one worker. Without surplus
+ * workers, all this is the rule "claim while the ring holds two per
+ * worker". */
 static struct als__task *ring_take(struct worker *w)
 {
     als_pool_t *pool = w->pool;
