@@ -151,8 +151,9 @@ bool als__wake_parked(als_pool_t *pool)
     return false;
 }
 
-/* How many workers are parked, counted up to `limit` (no popcount: see
- * als__workers_idle). */
+/* How many workers are parked, counted up to `limit`: no popcount, which
+ * without -mpopcnt is a libgcc call, where we only need to count past a
+ * limit (als__workers_idle, monitor.c's hand-offs). */
 unsigned als__parked_upto(const als_pool_t *pool, unsigned limit)
 {
     unsigned n = 0;
@@ -222,24 +223,17 @@ void als__park_withdraw(struct worker *w)
  * the others keep every CPU busy: counting them kept a deep tree from
  * ever running inline (bench/pool fanout, 16 workers on 2 CPUs: 18.3 ->
  * 8.3 ns per task). Read on the inline path: these lines change only
- * when workers go idle. No popcount: without -mpopcnt it is a libgcc
- * call, and we only need to count past the surplus. A helping drain's
- * thread running tasks (als_pool_drain_help) takes a CPU too: one idle
- * worker more adds nothing then (fanout with help at 2 workers on 2 CPUs:
- * 2.7x slower without counting it), so the guest raises the surplus while
- * it runs tasks (one word: the inline path pays no extra load). */
+ * when workers go idle. A helping drain's thread running tasks
+ * (als_pool_drain_help) takes a CPU too: one idle worker more adds
+ * nothing then (fanout with help at 2 workers on 2 CPUs: 2.7x slower
+ * without counting it), so the guest raises the surplus while it runs
+ * tasks (one word: the inline path pays no extra load). */
 bool als__workers_idle(const als_pool_t *pool)
 {
     unsigned surplus = atomic_load_explicit(&pool->surplus, memory_order_relaxed);
-    unsigned idle = atomic_load_explicit(&pool->spinning, memory_order_relaxed);
-    if (idle > surplus)
-        return true;
-    for (unsigned i = 0; i < pool->idle_words; i++)
-        for (uint64_t m = atomic_load_explicit(&pool->idle[i], memory_order_relaxed); m;
-             m &= m - 1)
-            if (++idle > surplus)
-                return true;
-    return false;
+    unsigned spinning = atomic_load_explicit(&pool->spinning, memory_order_relaxed);
+    return spinning > surplus ||
+           als__parked_upto(pool, surplus - spinning + 1) > surplus - spinning;
 }
 
 /* Wakes the BLOCK submitters once the ring has drained to half
