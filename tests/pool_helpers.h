@@ -55,12 +55,20 @@ static inline void assert_balanced(const als_pool_stats *s)
     assert_int_equal(s->running, 0);
 }
 
+/* Holds n of the pool's workers at `g` (a fresh gate): returns once n
+ * tasks wait there, each on a worker of its own. */
+static inline void block_workers(als_pool_t *p, struct gate *g, int n)
+{
+    gate_init(g);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(als_submit(p, gate_task, g), 0);
+    gate_await_arrivals(g, n);
+}
+
 /* Holds a 1-thread pool's only worker at `g`. */
 static inline void block_pool(als_pool_t *p, struct gate *g)
 {
-    gate_init(g);
-    assert_int_equal(als_submit(p, gate_task, g), 0);
-    gate_await_arrivals(g, 1);
+    block_workers(p, g, 1);
 }
 
 /* A shutdown (`how`) of a pool whose workers wait at `g`: a helper

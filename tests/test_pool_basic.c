@@ -689,10 +689,7 @@ static void test_stuck_workers_leave_the_rest_running(void **state)
     als_pool_t *p = als_pool_new(&o);
     assert_non_null(p);
     struct gate g;
-    gate_init(&g);
-    for (unsigned i = 0; i < stuck; i++)
-        assert_int_equal(als_submit(p, gate_task, &g), 0);
-    gate_await_arrivals(&g, (int)stuck);
+    block_workers(p, &g, (int)stuck);
     struct waker w = {.done = 0};
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);

@@ -655,10 +655,7 @@ static uint64_t steals_with_one_free_worker(int cpus)
     als_pool_t *p = pool_new(WORKERS, 0, ALS_FULL_BLOCK);
     fake_cpus = WORKERS;
     struct gate g;
-    gate_init(&g);
-    for (int i = 0; i < HELD; i++)
-        assert_int_equal(als_submit(p, gate_task, &g), 0);
-    gate_await_arrivals(&g, HELD);
+    block_workers(p, &g, HELD);
     als_pool_stats before;
     get_stats(p, &before);
     atomic_store(&dealt_runs, 0);

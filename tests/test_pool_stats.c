@@ -89,13 +89,10 @@ static void test_busy_pool_wakes_nobody(void **state)
     als_pool_options o = {.threads = THREADS};
     als_pool_t *p = als_pool_new(&o);
     assert_non_null(p);
-    struct gate g;
-    gate_init(&g);
-    for (int i = 0; i < THREADS; i++)
-        assert_int_equal(als_submit(p, gate_task, &g), 0);
     /* Every wake-up of these submits (ours, or a woken worker passing one
      * on) happened before its worker reached the gate. */
-    gate_await_arrivals(&g, THREADS);
+    struct gate g;
+    block_workers(p, &g, THREADS);
     als_pool_stats before, after;
     get_stats(p, &before);
     for (int i = 0; i < TASKS; i++)

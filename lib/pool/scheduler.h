@@ -34,8 +34,8 @@
 #define POLL_MIN 32     /* pauses between two polls of the queues, */
 #define POLL_MAX 256    /* adapted between these (worker.c worker_spin) */
 #define POP_BATCH 16    /* ring tasks a worker may take with one claim,
-                           at most its share of the ring (sched.c
-                           ring_take): consecutive submits of one request
+                           at most the share of a worker that can run
+                           at once (sched.c ring_take): consecutive submits of one request
                            then run on one worker (bench/pool requests,
                            2 workers: 1.15x over 4; 32: 1.26x, but
                            spawn_many 0.95x; ninth pass) */
